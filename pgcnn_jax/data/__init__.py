@@ -1,0 +1,1 @@
+"""pgcnn_jax.data."""
