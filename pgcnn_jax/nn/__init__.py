@@ -1,1 +1,29 @@
-"""pgcnn_jax.nn."""
+"""Flax NNX layers of partial group equivariant CNNs."""
+
+from pgcnn_jax.nn._conv import PADDINGS, GroupConv, LiftingConv, PointwiseGroupConv
+from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
+from pgcnn_jax.nn._functional import conv2d, group_kernel, lifting_kernel
+from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
+from pgcnn_jax.nn._pool import group_max_pool, group_mean_pool, spatial_max_pool
+from pgcnn_jax.nn._variables import DistributionParam, GumbelStep, KernelNorm
+
+__all__ = [
+    "PADDINGS",
+    "DistributionParam",
+    "GroupBatchNorm",
+    "GroupConv",
+    "GroupFeatures",
+    "GroupLayerNorm",
+    "GumbelStep",
+    "KernelNorm",
+    "LiftingConv",
+    "PointwiseGroupConv",
+    "broadcast_mask",
+    "conv2d",
+    "group_kernel",
+    "group_max_pool",
+    "group_mean_pool",
+    "layer_norm_nhw",
+    "lifting_kernel",
+    "spatial_max_pool",
+]

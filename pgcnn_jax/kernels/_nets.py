@@ -1,0 +1,121 @@
+"""Continuous kernel networks ``psi: R^d_in -> R^(C_out C_in)`` applied point-wise.
+
+Every net maps ``[..., d_in] -> [..., out_features]`` along the last axis (the reference's
+1x1 Conv1d/2d/3d stacks, REFERENCE 2.3-2.5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def _uniform(bound: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class SIREN(nnx.Module):
+    """SIREN kernel net (REFERENCE 2.4).
+
+    ``num_layers`` linear maps: ``d_in -> H``, ``num_layers - 2`` times ``H -> H``, then
+    ``H -> out``. First and hidden layers compute ``sin(omega_0 (W x + b))``; the output layer is
+    linear. Initialisation: first layer ``U(-1/fan_in, 1/fan_in)``, every later layer
+    ``U(-sqrt(6/fan_in)/omega_0, +sqrt(6/fan_in)/omega_0)``, biases zero.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        hidden: int = 32,
+        num_layers: int = 3,
+        omega_0: float = 10.0,
+        rngs: nnx.Rngs,
+    ):
+        if num_layers < 2:
+            raise ValueError(f"a SIREN needs num_layers >= 2, got {num_layers}")
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.omega_0 = float(omega_0)
+        dims = [in_features] + [hidden] * (num_layers - 1) + [out_features]
+        layers = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            bound = 1.0 / a if i == 0 else math.sqrt(6.0 / a) / self.omega_0
+            layers.append(
+                nnx.Linear(
+                    a, b, kernel_init=_uniform(bound), bias_init=nnx.initializers.zeros, rngs=rngs
+                )
+            )
+        self.layers = nnx.List(layers)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.layers[:-1]:
+            x = jnp.sin(self.omega_0 * layer(x))
+        return self.layers[-1](x)
+
+
+_ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01),
+    "swish": lambda x: x * jax.nn.sigmoid(x),
+}
+
+
+def _torch_linear(a: int, b: int, rngs: nnx.Rngs) -> nnx.Linear:
+    """Linear layer with PyTorch's default initialisation, ``U(+-1/sqrt(fan_in))``."""
+    bound = 1.0 / math.sqrt(a)
+    return nnx.Linear(a, b, kernel_init=_uniform(bound), bias_init=_uniform(bound), rngs=rngs)
+
+
+class MLPKernel(nnx.Module):
+    """MLP kernel net (REFERENCE 2.5): ``[linear -> norm -> activation] x (L - 1) -> linear``.
+
+    ``norm="batch"`` normalises each hidden unit over all evaluated points (the reference's
+    BatchNorm over the grid); ``"none"`` skips it. PyTorch default initialisation.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        hidden: int = 32,
+        num_layers: int = 3,
+        activation: str = "relu",
+        norm: str = "batch",
+        rngs: nnx.Rngs,
+    ):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected {tuple(_ACTIVATIONS)}")
+        if norm not in ("batch", "none"):
+            raise ValueError(f"unknown kernel norm {norm!r}; expected 'batch' or 'none'")
+        if num_layers < 2:
+            raise ValueError(f"an MLP kernel needs num_layers >= 2, got {num_layers}")
+        self.activation = activation
+        dims = [in_features] + [hidden] * (num_layers - 1)
+        self.layers = nnx.List(
+            [_torch_linear(a, b, rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)]
+        )
+        self.norms = nnx.List(
+            [nnx.BatchNorm(hidden, momentum=0.9, epsilon=1e-5, rngs=rngs) for _ in dims[1:]]
+            if norm == "batch"
+            else []
+        )
+        self.out = _torch_linear(hidden, out_features, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _ACTIVATIONS[self.activation]
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if len(self.norms):
+                shape = x.shape
+                x = self.norms[i](x.reshape(-1, shape[-1])).reshape(shape)
+            x = act(x)
+        return self.out(x)

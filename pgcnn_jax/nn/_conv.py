@@ -1,0 +1,296 @@
+"""Lifting, (partial) group and pointwise group convolutions as NNX modules (REFERENCE 3)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group, gumbel_temperature, sample_elements
+from pgcnn_jax.kernels import check_kernel_size, make_kernel_net
+from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
+from pgcnn_jax.nn._functional import conv2d, group_kernel, lifting_kernel
+from pgcnn_jax.nn._variables import DistributionParam, GumbelStep, KernelNorm
+
+PADDINGS = ("same", "valid")
+
+
+def _check_common(group, num_elements, kernel_size, sampling, padding, in_f, out_f):
+    group = get_group(group)
+    group.check_num_elements(num_elements)
+    check_kernel_size(kernel_size)
+    if sampling not in SAMPLING_METHODS:
+        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLING_METHODS}")
+    if padding not in PADDINGS:
+        raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
+    for name, v in (("in_features", in_f), ("out_features", out_f)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return group
+
+
+def _sample_key(rngs: nnx.Rngs | None, layer: str) -> jax.Array:
+    if rngs is None:
+        raise ValueError(f"{layer} samples group elements: call it with rngs=nnx.Rngs(sample=...)")
+    return rngs.sample()
+
+
+def _kernel_norm(weight: jax.Array, bias: jax.Array | None) -> jax.Array:
+    norm = jnp.sqrt(jnp.sum(jnp.square(weight)))
+    return norm if bias is None else norm + jnp.sqrt(jnp.sum(jnp.square(bias)))
+
+
+def _keep_last(_, new):
+    return new
+
+
+class _ConvBase(nnx.Module):
+    def _record_norm(self, weight, bias):
+        self.sow(KernelNorm, "kernel_norm", _kernel_norm(weight, bias), reduce_fn=_keep_last)
+
+
+class LiftingConv(_ConvBase):
+    """Lifting convolution ``[B, H, W, C_in] -> GroupFeatures [B, H', W', N, C_out]``.
+
+    Always samples the whole group (REFERENCE 1.6, last paragraph): a regular grid, with one
+    fresh random offset per forward (per batch element with ``sample_per_batch_element``) when
+    ``sampling="random"``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import pgcnn_jax as pg
+      >>> lift = pg.nn.LiftingConv(in_features=1, out_features=4, group="se2", num_elements=4,
+      ...                          kernel_size=5, sampling="deterministic", rngs=nnx.Rngs(0))
+      >>> lift(jnp.ones((2, 9, 9, 1))).values.shape
+      (2, 9, 9, 4, 4)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        group: Group | str,
+        num_elements: int,
+        kernel_size: int = 7,
+        sampling: str = "random",
+        sample_per_batch_element: bool = False,
+        padding: str = "same",
+        use_bias: bool = True,
+        kernel: str = "siren",
+        kernel_hidden: int = 32,
+        kernel_layers: int = 3,
+        omega_0: float = 10.0,
+        rngs: nnx.Rngs,
+    ):
+        self.group = _check_common(
+            group, num_elements, kernel_size, sampling, padding, in_features, out_features
+        )
+        if sample_per_batch_element and sampling != "random":
+            raise ValueError("sample_per_batch_element=True requires sampling='random'")
+        self.in_features, self.out_features = in_features, out_features
+        self.num_elements, self.kernel_size = num_elements, kernel_size
+        self.sampling, self.padding = sampling, padding
+        self.sample_per_batch_element = sample_per_batch_element
+        self.kernel_net = make_kernel_net(
+            kernel, 2, out_features * in_features, hidden=kernel_hidden,
+            num_layers=kernel_layers, omega_0=omega_0, rngs=rngs,
+        )
+        self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
+
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> GroupFeatures:
+        x = jnp.asarray(x)
+        if x.ndim != 4 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"LiftingConv expects input [B, H, W, {self.in_features}], got shape {x.shape}"
+            )
+        needs_key = self.sampling == "random" and self.group.has_rotations
+        key = _sample_key(rngs, "LiftingConv") if needs_key else None
+        s = x.shape[0] if self.sample_per_batch_element else 1
+        elements, mask = sample_elements(
+            self.group, key, self.num_elements, num_samples=s, sampling=self.sampling
+        )
+        weight = lifting_kernel(
+            self.kernel_net, self.group, elements, self.kernel_size, self.in_features,
+            self.out_features,
+        )
+        bias = None if self.bias is None else self.bias[...]
+        self._record_norm(weight, bias)
+        y = conv2d(x, weight, self.padding)
+        y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
+        if bias is not None:
+            y = y + bias
+        return GroupFeatures(y, elements, mask)
+
+
+class GroupConv(_ConvBase):
+    """Group convolution on sampled elements, full or partial (REFERENCE 3.2).
+
+    Output elements are freshly sampled when the layer is partial or when
+    ``sample_per_layer`` with random sampling; otherwise the input elements are reused.
+    A partial layer samples from its learned distribution: ``theta`` (``sampling="random"``,
+    uniform on ``[-pi theta, pi theta)``), ``keep`` (``sampling="deterministic"``, one
+    straight-through Bernoulli per non-identity grid rotation) and, for groups with mirrors,
+    ``mirror`` (straight-through Bernoulli with probability ``sigmoid(2 mirror)``).
+    Execution is masked (DESIGN 4): ``N`` slots, the first ``N'`` valid.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        group: Group | str,
+        num_elements: int,
+        kernel_size: int = 7,
+        sampling: str = "random",
+        partial: bool = False,
+        sample_per_layer: bool = True,
+        sample_per_batch_element: bool = False,
+        padding: str = "same",
+        use_bias: bool = True,
+        kernel: str = "siren",
+        kernel_hidden: int = 32,
+        kernel_layers: int = 3,
+        omega_0: float = 10.0,
+        gumbel_horizon: int = 100_000,
+        gumbel_temperatures: tuple[float, float] = (0.5, 1e-4),
+        rngs: nnx.Rngs,
+    ):
+        self.group = _check_common(
+            group, num_elements, kernel_size, sampling, padding, in_features, out_features
+        )
+        if sample_per_batch_element and sampling != "random":
+            raise ValueError("sample_per_batch_element=True requires sampling='random'")
+        if partial and self.group.name == "t2":
+            raise ValueError("group 't2' has a single element: partial=True is meaningless")
+        self.in_features, self.out_features = in_features, out_features
+        self.num_elements, self.kernel_size = num_elements, kernel_size
+        self.sampling, self.padding, self.partial = sampling, padding, partial
+        self.sample_per_layer = sample_per_layer
+        self.sample_per_batch_element = sample_per_batch_element
+        self.gumbel_horizon = int(gumbel_horizon)
+        self.gumbel_temperatures = tuple(gumbel_temperatures)
+        self.deterministic = False
+        rot = self.group.num_rotations(num_elements)
+        rotations = self.group.has_rotations and rot > 1
+        theta = keep = mirror = step = None
+        if partial and rotations and sampling == "random":
+            theta = DistributionParam(jnp.ones(()))
+        if partial and rotations and sampling == "deterministic":
+            keep = DistributionParam(jnp.ones((rot - 1,)))
+        if partial and self.group.has_mirror:
+            mirror = DistributionParam(jnp.ones(()))
+        if keep is not None or mirror is not None:
+            step = GumbelStep(jnp.zeros((), jnp.int32))
+        self.theta, self.keep, self.mirror = nnx.data(theta), nnx.data(keep), nnx.data(mirror)
+        self.gumbel_step = nnx.data(step)
+        self.kernel_net = make_kernel_net(
+            kernel, 2 + self.group.dim, out_features * in_features, hidden=kernel_hidden,
+            num_layers=kernel_layers, omega_0=omega_0, rngs=rngs,
+        )
+        self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
+
+    @property
+    def resamples(self) -> bool:
+        """Whether this layer draws its own output elements."""
+        return self.partial or (self.sample_per_layer and self.sampling == "random")
+
+    def temperature(self) -> jax.Array:
+        """Current relaxed-Bernoulli temperature of this layer."""
+        step = 0 if self.gumbel_step is None else self.gumbel_step[...]
+        init, end = self.gumbel_temperatures
+        return gumbel_temperature(step, self.gumbel_horizon, init, end)
+
+    def sample(self, key: jax.Array | None, num_samples: int = 1):
+        """Draws this layer's output elements: ``(elements [S, N, d], mask [S, N])``."""
+        return sample_elements(
+            self.group, key, self.num_elements, num_samples=num_samples,
+            sampling=self.sampling, partial=self.partial,
+            theta=None if self.theta is None else self.theta[...],
+            mirror=None if self.mirror is None else self.mirror[...],
+            keep=None if self.keep is None else self.keep[...],
+            temperature=self.temperature(),
+        )
+
+    def __call__(self, h: GroupFeatures, *, rngs: nnx.Rngs | None = None) -> GroupFeatures:
+        if not isinstance(h, GroupFeatures):
+            raise ValueError(f"GroupConv expects GroupFeatures, got {type(h).__name__}")
+        v = h.values
+        if v.ndim != 5 or v.shape[-1] != self.in_features:
+            raise ValueError(
+                f"GroupConv expects values [B, H, W, N, {self.in_features}], got shape {v.shape}"
+            )
+        if h.elements.shape[1] != v.shape[3] or h.elements.shape[-1] != self.group.dim:
+            raise ValueError(
+                f"elements of shape {h.elements.shape} do not match values {v.shape} for group "
+                f"{self.group.name!r} (d = {self.group.dim})"
+            )
+        if self.resamples:
+            needs_key = self.partial or (self.sampling == "random" and self.group.has_rotations)
+            key = _sample_key(rngs, "GroupConv") if needs_key else None
+            s = v.shape[0] if self.sample_per_batch_element else 1
+            g_out, mask_out = self.sample(key, s)
+            if self.gumbel_step is not None and not self.deterministic:
+                self.gumbel_step[...] = self.gumbel_step[...] + 1
+        else:
+            if h.elements.shape[1] != self.num_elements:
+                raise ValueError(
+                    f"GroupConv(num_elements={self.num_elements}) reuses its input elements but "
+                    f"got {h.elements.shape[1]}; set sample_per_layer=True or match the sizes"
+                )
+            g_out, mask_out = h.elements, h.mask
+        weight = group_kernel(
+            self.kernel_net, self.group, g_out, h.elements, mask_out, h.mask, self.kernel_size,
+            self.in_features, self.out_features,
+        )
+        bias = None if self.bias is None else self.bias[...]
+        self._record_norm(weight, bias)
+        x = v.reshape(*v.shape[:3], -1)
+        y = conv2d(x, weight, self.padding)
+        y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
+        if bias is not None:
+            y = y + bias
+        return GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)
+
+
+class PointwiseGroupConv(_ConvBase):
+    """1x1 group convolution mapping features on ``g_in`` onto given elements ``g_out``
+    (REFERENCE 3.3: the residual shortcut). No bias, never partial, kernel-net input is the
+    normalised ``u^{-1} v`` only."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        group: Group | str,
+        kernel: str = "siren",
+        kernel_hidden: int = 16,
+        kernel_layers: int = 3,
+        omega_0: float = 10.0,
+        rngs: nnx.Rngs,
+    ):
+        self.group = get_group(group)
+        self.in_features, self.out_features = in_features, out_features
+        self.kernel_net = make_kernel_net(
+            kernel, self.group.dim, out_features * in_features, hidden=kernel_hidden,
+            num_layers=kernel_layers, omega_0=omega_0, rngs=rngs,
+        )
+
+    def __call__(self, h: GroupFeatures, g_out: jax.Array, mask_out: jax.Array) -> GroupFeatures:
+        v = h.values
+        if v.ndim != 5 or v.shape[-1] != self.in_features:
+            raise ValueError(
+                f"PointwiseGroupConv expects values [B, H, W, N, {self.in_features}], "
+                f"got shape {v.shape}"
+            )
+        weight = group_kernel(
+            self.kernel_net, self.group, g_out, h.elements, mask_out, h.mask, 0,
+            self.in_features, self.out_features,
+        )
+        self._record_norm(weight, None)
+        y = conv2d(v.reshape(*v.shape[:3], -1), weight, "valid")
+        y = y.reshape(*y.shape[:3], g_out.shape[1], self.out_features)
+        return GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)
