@@ -77,7 +77,7 @@ def _parse_data(data: str | None) -> str | None:
     raise ValueError(f"data must be None, 'tfds' or 'npz:PATH', got {data!r}")
 
 
-def _tfds_builder(spec: DatasetSpec, data_dir: str | None) -> Any:
+def _tfds_builder(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Any:
     import tensorflow_datasets as tfds
 
     if spec.tfds_name == "rotated_mnist":
@@ -107,7 +107,9 @@ def _tfds_arrays(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
 
-def _arrays(spec: DatasetSpec, npz_path: str | None, data_dir: str | None) -> dict[str, Any]:
+def _arrays(
+    spec: DatasetSpec, npz_path: str | None, data_dir: str | os.PathLike | None
+) -> dict[str, Any]:
     if npz_path is not None:
         derived = spec.name in _MNIST6_TRANSFORM
         return load_npz(
@@ -125,7 +127,7 @@ def _arrays(spec: DatasetSpec, npz_path: str | None, data_dir: str | None) -> di
 def load_dataset(
     name: str,
     *,
-    data_dir: str | None = None,
+    data_dir: str | os.PathLike | None = None,
     data: str | None = None,
     batch_size: int,
     seed: int = 0,
@@ -171,6 +173,8 @@ def load_dataset(
         raise ValueError(f"rot_interval is only supported for 'mnist6_180', got {name!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     npz_path = _parse_data(data)
     norm = {"mean": spec.mean, "std": spec.std, "batch_size": batch_size}
 
@@ -222,7 +226,9 @@ def load_dataset(
     return Splits(spec=spec, train=train, validation=validation, test=test)
 
 
-def describe_source(name: str, data_dir: str | None = None, data: str | None = None) -> str:
+def describe_source(
+    name: str, data_dir: str | os.PathLike | None = None, data: str | None = None
+) -> str:
     """One line saying where the data of ``name`` comes from and what is downloaded."""
     spec = get_spec(name)
     npz_path = _parse_data(data)
@@ -236,7 +242,11 @@ def describe_source(name: str, data_dir: str | None = None, data: str | None = N
             f"{name}: local npz {npz_path} (keys x_train, y_train, x_test, y_test) holding "
             f"{what}; nothing is downloaded."
         )
-    root = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    root = (
+        os.fspath(data_dir)
+        if data_dir
+        else os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    )
     if name in _MNIST6_TRANSFORM:
         detail = "TFDS 'mnist' (~11 MB), digit 6 kept and a transformed copy appended"
     elif name == "rotmnist":

@@ -48,7 +48,7 @@ def _find(root: epath.Path, name: str) -> epath.Path | None:
     direct = root / name
     if direct.exists():
         return direct
-    return next(iter(root.rglob(name)), None)
+    return next(iter(root.glob(f"*/{name}")), None)  # one folder deep, as some zips nest
 
 
 class RotatedMnist(tfds.core.GeneratorBasedBuilder):
@@ -61,6 +61,13 @@ class RotatedMnist(tfds.core.GeneratorBasedBuilder):
         "manual directory (default <data_dir>/downloads/manual/) to prepare offline."
     )
 
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS's default probes ``importlib_resources`` (absent on Python >= 3.9 unless
+        # installed) for packages installed in editable mode; this file is the answer anyway.
+        return epath.Path(__file__)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -72,6 +79,7 @@ class RotatedMnist(tfds.core.GeneratorBasedBuilder):
                 }
             ),
             supervised_keys=("image", "label"),
+            disable_shuffling=True,  # keep the .amat row order (the validation split uses it)
             homepage="https://web.archive.org/web/2018/http://www.iro.umontreal.ca/~lisa/twiki/bin/view.cgi/Public/MnistVariations",
         )
 

@@ -73,7 +73,7 @@ class Group:
 
     def product(self, g1: jax.typing.ArrayLike, g2: jax.typing.ArrayLike) -> jax.Array:
         """Group product ``g1 * g2`` (broadcasting over leading axes); angle wrapped."""
-        g1, g2 = jnp.asarray(g1), jnp.asarray(g2)
+        g1, g2 = jnp.broadcast_arrays(jnp.asarray(g1), jnp.asarray(g2))
         if not self.has_mirror:
             return jnp.mod(g1 + g2, TWO_PI)
         r1, m1 = g1[..., 0], g1[..., 1]

@@ -48,7 +48,7 @@ def relaxed_bernoulli_st(
     u = jax.random.uniform(key, logits.shape, jnp.float32, minval=1e-12, maxval=1.0)
     y = jax.nn.sigmoid((logits + jnp.log(u) - jnp.log1p(-u)) / temperature)
     hard = jax.lax.stop_gradient((y > 0.5).astype(jnp.float32))
-    return hard + y - jax.lax.stop_gradient(y), hard
+    return hard + (y - jax.lax.stop_gradient(y)), hard
 
 
 def partial_count(num: int, theta: jax.typing.ArrayLike, *, signed_ceil: bool = False) -> jax.Array:
@@ -69,24 +69,24 @@ def _stratified_interval(theta: jax.Array, u: jax.Array, slots: int, count: jax.
     ``[slots]`` validity mask. ``theta`` is detached in the ``k`` term, as in the reference, so
     ``d r_k / d theta = -pi + 2 pi u / N'``.
     """
-    k = jnp.arange(slots, dtype=jnp.float32)
+    k = jnp.arange(slots, dtype=jnp.float32)[None, :]
     n = count.astype(jnp.float32)
     r = TWO_PI * jax.lax.stop_gradient(theta) * k / n - math.pi * theta + TWO_PI * theta * u / n
-    valid = jnp.arange(slots) < count
-    return jnp.where(valid, jnp.mod(r, TWO_PI), 0.0), valid
+    valid = jnp.arange(slots)[None, :] < count
+    return jnp.where(valid, jnp.mod(r, TWO_PI), 0.0), valid[0]
 
 
 def _with_mirror(angles: jax.Array, count: jax.Array, mirror_s: jax.Array, mirror_hard: jax.Array):
     """Packs ``R`` rotation slots (first ``R'`` valid) and a mirror decision into ``2R`` slots:
     ``R'`` unmirrored, then ``R'`` mirrored when the mirror fires, then padding."""
     slots = angles.shape[-1]
-    j = jnp.arange(2 * slots)
+    j = jnp.arange(2 * slots)[None, :]
     is_mirrored = j >= count
-    rot_idx = jnp.clip(jnp.where(is_mirrored, j - count, j), 0, slots - 1)
+    rot_idx = jnp.clip(jnp.where(is_mirrored, j - count, j), 0, slots - 1)[0]
     valid = (j < count) | ((j < 2 * count) & (mirror_hard > 0.5))
-    r = jnp.where(valid, angles[..., rot_idx], 0.0)
+    r = jnp.where(valid, angles[:, rot_idx], 0.0)
     m = jnp.where(is_mirrored & valid, -mirror_s, 1.0) * jnp.ones_like(r)
-    return jnp.stack([r, m], axis=-1), valid
+    return jnp.stack([r, m], axis=-1), valid[0]
 
 
 def _keep_compact(grid_angles: jax.Array, keep: jax.Array, key: jax.Array, temperature):
@@ -170,7 +170,7 @@ def sample_elements(
             angles = jnp.mod(angles + TWO_PI * u / rot, TWO_PI)
 
     if not group.has_mirror:
-        mask = jnp.broadcast_to(jnp.arange(rot) < count, (num_samples, rot))
+        mask = jnp.broadcast_to((jnp.arange(rot) < count)[None, :], (num_samples, rot))
         return angles[..., None], mask.astype(jnp.float32)
 
     if partial:
@@ -181,5 +181,5 @@ def sample_elements(
     else:
         m_s = m_hard = jnp.ones((), jnp.float32)
     elements, valid = _with_mirror(angles, count, m_s, m_hard)
-    mask = jnp.broadcast_to(valid, (num_samples, 2 * rot)).astype(jnp.float32)
+    mask = jnp.broadcast_to(valid[None, :], (num_samples, 2 * rot)).astype(jnp.float32)
     return elements, mask

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
+from pgcnn_jax.kernels._mfn import FourierNet, GaborNet, MAGNet
 from pgcnn_jax.kernels._nets import SIREN, MLPKernel
 
 KERNEL_NAMES = (
@@ -33,17 +34,23 @@ def make_kernel_net(
     """
     if kind == "siren":
         return SIREN(
-            in_features, out_features, hidden=hidden, num_layers=num_layers, omega_0=omega_0,
+            in_features,
+            out_features,
+            hidden=hidden,
+            num_layers=num_layers,
+            omega_0=omega_0,
             rngs=rngs,
         )
     if kind.startswith("mlp_") and kind in KERNEL_NAMES:
         return MLPKernel(
-            in_features, out_features, hidden=hidden, num_layers=num_layers,
-            activation=kind[len("mlp_"):], rngs=rngs,
+            in_features,
+            out_features,
+            hidden=hidden,
+            num_layers=num_layers,
+            activation=kind[len("mlp_") :],
+            rngs=rngs,
         )
     if kind in ("fourier", "gabor", "magnet"):
-        from pgcnn_jax.kernels import _mfn
-
-        cls = {"fourier": _mfn.FourierNet, "gabor": _mfn.GaborNet, "magnet": _mfn.MAGNet}[kind]
+        cls = {"fourier": FourierNet, "gabor": GaborNet, "magnet": MAGNet}[kind]
         return cls(in_features, out_features, hidden=hidden, num_layers=num_layers, rngs=rngs)
     raise ValueError(f"unknown kernel {kind!r}; expected one of {KERNEL_NAMES}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,17 +18,21 @@ def check_kernel_size(kernel_size: int) -> int:
     return int(kernel_size)
 
 
+@functools.lru_cache
+def _positions(k: int) -> np.ndarray:
+    axis = np.linspace(-1.0, 1.0, k) if k > 1 else np.zeros(1)
+    rows, cols = np.meshgrid(axis, axis, indexing="ij")
+    return np.stack([rows, cols], axis=-1)
+
+
 def relative_positions(kernel_size: int) -> jax.Array:
     """Kernel tap positions ``[k, k, 2]``: channel 0 is the row offset, channel 1 the column
     offset, each ``linspace(-1, 1, k)`` (``meshgrid(indexing="ij")``). ``k = 1`` gives 0."""
-    k = check_kernel_size(kernel_size)
-    axis = np.linspace(-1.0, 1.0, k) if k > 1 else np.zeros(1)
-    rows, cols = np.meshgrid(axis, axis, indexing="ij")
-    return jnp.asarray(np.stack([rows, cols], axis=-1), jnp.float32)
+    return jnp.asarray(_positions(check_kernel_size(kernel_size)), jnp.float32)
 
 
 def disc_mask(kernel_size: int) -> jax.Array:
     """``[k, k]`` 0/1 mask of taps with Euclidean norm ``<= 1`` (29 of 49 for 7x7, a 5-tap plus
     for 3x3). Rotations preserve the norm, so one mask serves every sampled element."""
-    pos = np.asarray(relative_positions(kernel_size), np.float64)
+    pos = _positions(check_kernel_size(kernel_size))
     return jnp.asarray(np.linalg.norm(pos, axis=-1) <= 1.0 + 1e-6, jnp.float32)

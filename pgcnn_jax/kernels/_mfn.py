@@ -124,7 +124,10 @@ class _GaborFilter(nnx.Module):
         gamma = self.gamma[...]
         if gamma.ndim == 1:
             gamma = gamma[:, None]
-        diff = x[..., None, :] - self.mu[...]  # [..., H, d_in]
+        lead = (1,) * (x.ndim - 1)  # explicit broadcasting (rank promotion may be disabled)
+        mu = self.mu[...].reshape(lead + self.mu.shape)
+        gamma = gamma.reshape(lead + gamma.shape)
+        diff = x[..., None, :] - mu  # [..., H, d_in]
         envelope = jnp.exp(-0.5 * jnp.sum((gamma * diff) ** 2, axis=-1))
         return envelope * jnp.sin(self.linear(x))
 

@@ -40,13 +40,11 @@ def _kernel_norm(weight: jax.Array, bias: jax.Array | None) -> jax.Array:
     return norm if bias is None else norm + jnp.sqrt(jnp.sum(jnp.square(bias)))
 
 
-def _keep_last(_, new):
-    return new
-
-
 class _ConvBase(nnx.Module):
     def _record_norm(self, weight, bias):
-        self.sow(KernelNorm, "kernel_norm", _kernel_norm(weight, bias), reduce_fn=_keep_last)
+        # A variable created at construction and overwritten per call keeps the graph static
+        # (no retracing), unlike ``sow``.
+        self.kernel_norm[...] = _kernel_norm(weight, bias)
 
 
 class LiftingConv(_ConvBase):
@@ -93,9 +91,15 @@ class LiftingConv(_ConvBase):
         self.num_elements, self.kernel_size = num_elements, kernel_size
         self.sampling, self.padding = sampling, padding
         self.sample_per_batch_element = sample_per_batch_element
+        self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = make_kernel_net(
-            kernel, 2, out_features * in_features, hidden=kernel_hidden,
-            num_layers=kernel_layers, omega_0=omega_0, rngs=rngs,
+            kernel,
+            2,
+            out_features * in_features,
+            hidden=kernel_hidden,
+            num_layers=kernel_layers,
+            omega_0=omega_0,
+            rngs=rngs,
         )
         self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
 
@@ -112,7 +116,11 @@ class LiftingConv(_ConvBase):
             self.group, key, self.num_elements, num_samples=s, sampling=self.sampling
         )
         weight = lifting_kernel(
-            self.kernel_net, self.group, elements, self.kernel_size, self.in_features,
+            self.kernel_net,
+            self.group,
+            elements,
+            self.kernel_size,
+            self.in_features,
             self.out_features,
         )
         bias = None if self.bias is None else self.bias[...]
@@ -120,7 +128,7 @@ class LiftingConv(_ConvBase):
         y = conv2d(x, weight, self.padding)
         y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
         if bias is not None:
-            y = y + bias
+            y = y + bias.reshape(1, 1, 1, 1, -1)
         return GroupFeatures(y, elements, mask)
 
 
@@ -186,9 +194,15 @@ class GroupConv(_ConvBase):
             step = GumbelStep(jnp.zeros((), jnp.int32))
         self.theta, self.keep, self.mirror = nnx.data(theta), nnx.data(keep), nnx.data(mirror)
         self.gumbel_step = nnx.data(step)
+        self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = make_kernel_net(
-            kernel, 2 + self.group.dim, out_features * in_features, hidden=kernel_hidden,
-            num_layers=kernel_layers, omega_0=omega_0, rngs=rngs,
+            kernel,
+            2 + self.group.dim,
+            out_features * in_features,
+            hidden=kernel_hidden,
+            num_layers=kernel_layers,
+            omega_0=omega_0,
+            rngs=rngs,
         )
         self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
 
@@ -206,8 +220,12 @@ class GroupConv(_ConvBase):
     def sample(self, key: jax.Array | None, num_samples: int = 1):
         """Draws this layer's output elements: ``(elements [S, N, d], mask [S, N])``."""
         return sample_elements(
-            self.group, key, self.num_elements, num_samples=num_samples,
-            sampling=self.sampling, partial=self.partial,
+            self.group,
+            key,
+            self.num_elements,
+            num_samples=num_samples,
+            sampling=self.sampling,
+            partial=self.partial,
             theta=None if self.theta is None else self.theta[...],
             mirror=None if self.mirror is None else self.mirror[...],
             keep=None if self.keep is None else self.keep[...],
@@ -242,8 +260,15 @@ class GroupConv(_ConvBase):
                 )
             g_out, mask_out = h.elements, h.mask
         weight = group_kernel(
-            self.kernel_net, self.group, g_out, h.elements, mask_out, h.mask, self.kernel_size,
-            self.in_features, self.out_features,
+            self.kernel_net,
+            self.group,
+            g_out,
+            h.elements,
+            mask_out,
+            h.mask,
+            self.kernel_size,
+            self.in_features,
+            self.out_features,
         )
         bias = None if self.bias is None else self.bias[...]
         self._record_norm(weight, bias)
@@ -251,7 +276,7 @@ class GroupConv(_ConvBase):
         y = conv2d(x, weight, self.padding)
         y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
         if bias is not None:
-            y = y + bias
+            y = y + bias.reshape(1, 1, 1, 1, -1)
         return GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)
 
 
@@ -274,9 +299,15 @@ class PointwiseGroupConv(_ConvBase):
     ):
         self.group = get_group(group)
         self.in_features, self.out_features = in_features, out_features
+        self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = make_kernel_net(
-            kernel, self.group.dim, out_features * in_features, hidden=kernel_hidden,
-            num_layers=kernel_layers, omega_0=omega_0, rngs=rngs,
+            kernel,
+            self.group.dim,
+            out_features * in_features,
+            hidden=kernel_hidden,
+            num_layers=kernel_layers,
+            omega_0=omega_0,
+            rngs=rngs,
         )
 
     def __call__(self, h: GroupFeatures, g_out: jax.Array, mask_out: jax.Array) -> GroupFeatures:
@@ -287,8 +318,15 @@ class PointwiseGroupConv(_ConvBase):
                 f"got shape {v.shape}"
             )
         weight = group_kernel(
-            self.kernel_net, self.group, g_out, h.elements, mask_out, h.mask, 0,
-            self.in_features, self.out_features,
+            self.kernel_net,
+            self.group,
+            g_out,
+            h.elements,
+            mask_out,
+            h.mask,
+            0,
+            self.in_features,
+            self.out_features,
         )
         self._record_norm(weight, None)
         y = conv2d(v.reshape(*v.shape[:3], -1), weight, "valid")

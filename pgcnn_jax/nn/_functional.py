@@ -40,7 +40,8 @@ def lifting_kernel(
     s, n = elements.shape[:2]
     k = kernel_size
     psi = net(_rotated_positions(group, elements, k))
-    psi = psi.reshape(s, n, k, k, out_features, in_features) * disc_mask(k)[:, :, None, None]
+    psi = psi.reshape(s, n, k, k, out_features, in_features)
+    psi = psi * disc_mask(k)[None, None, :, :, None, None]
     return psi.transpose(0, 2, 3, 5, 1, 4).reshape(s, k, k, in_features, n * out_features)
 
 
@@ -77,7 +78,8 @@ def group_kernel(
     rel = jnp.broadcast_to(rel[:, :, :, None, None, :], (s, n_out, n_in, k, k, rel.shape[-1]))
     psi = net(jnp.concatenate([pos, rel], axis=-1))
     psi = psi.reshape(s, n_out, n_in, k, k, out_features, in_features)
-    psi = psi * (disc_mask(k)[:, :, None, None] * pair_mask[:, :, :, None, None, None, None])
+    disc = disc_mask(k)[None, None, None, :, :, None, None]
+    psi = psi * (disc * pair_mask[:, :, :, None, None, None, None])
     # [S, No, Ni, k, k, Co, Ci] -> [S, k, k, Ni, Ci, No, Co]
     psi = psi.transpose(0, 3, 4, 2, 6, 1, 5)
     return psi.reshape(s, k, k, n_in * in_features, n_out * out_features)

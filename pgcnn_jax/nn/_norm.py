@@ -12,6 +12,11 @@ from flax import nnx
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 
 
+def _channel(v) -> jax.Array:
+    """``[C]`` -> ``[1, 1, 1, 1, C]``."""
+    return v[...].reshape(1, 1, 1, 1, -1)
+
+
 def _masked_moments(v: jax.Array, m: jax.Array, axes: tuple[int, ...]):
     count = jnp.maximum(jnp.sum(jnp.broadcast_to(m, v.shape), axis=axes, keepdims=True), 1.0)
     mean = jnp.sum(v * m, axis=axes, keepdims=True) / count
@@ -40,7 +45,7 @@ class GroupLayerNorm(nnx.Module):
         m = broadcast_mask(h.mask)
         mean, var, _ = _masked_moments(h.values, m, (1, 2, 3, 4))
         y = (h.values - mean) * jax.lax.rsqrt(var + self.epsilon)
-        return h.replace_values((y * self.scale[...] + self.bias[...]) * m)
+        return h.replace_values((y * _channel(self.scale) + _channel(self.bias)) * m)
 
 
 class GroupBatchNorm(nnx.Module):
@@ -66,13 +71,13 @@ class GroupBatchNorm(nnx.Module):
     def __call__(self, h: GroupFeatures) -> GroupFeatures:
         m = broadcast_mask(h.mask)
         if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
+            mean, var = _channel(self.mean), _channel(self.var)
         else:
             mean, var, count = _masked_moments(h.values, m, (0, 1, 2, 3))
-            mean, var, count = mean.reshape(-1), var.reshape(-1), count.reshape(-1)
-            unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
+            unbiased = (var * count / jnp.maximum(count - 1.0, 1.0)).reshape(-1)
             mom = self.momentum
-            self.mean[...] = (1 - mom) * self.mean[...] + mom * jax.lax.stop_gradient(mean)
+            batch_mean = jax.lax.stop_gradient(mean.reshape(-1))
+            self.mean[...] = (1 - mom) * self.mean[...] + mom * batch_mean
             self.var[...] = (1 - mom) * self.var[...] + mom * jax.lax.stop_gradient(unbiased)
         y = (h.values - mean) * jax.lax.rsqrt(var + self.epsilon)
-        return h.replace_values((y * self.scale[...] + self.bias[...]) * m)
+        return h.replace_values((y * _channel(self.scale) + _channel(self.bias)) * m)

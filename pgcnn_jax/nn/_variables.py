@@ -14,5 +14,6 @@ class GumbelStep(nnx.Variable):
     """Per-layer count of training forwards, driving the relaxed-Bernoulli temperature."""
 
 
-class KernelNorm(nnx.Intermediate):
-    """``||K||_2 + ||b||_2`` of the kernel a conv rendered in its last call (REFERENCE 5.1)."""
+class KernelNorm(nnx.Variable):
+    """``||K||_2 + ||b||_2`` of the kernel a conv rendered in its last call (REFERENCE 5.1);
+    read it right after a forward pass, e.g. ``nnx.state(model, KernelNorm)``."""

@@ -102,7 +102,7 @@ def group_permutation(group: Group | str, elements: jax.Array, element, mask=Non
             f"the sampled elements are not closed under element {np.asarray(element).tolist()}: "
             "no exact prediction of the transformed output exists"
         )
-    return jnp.where(jnp.asarray(valid), perm, jnp.arange(perm.shape[-1]))
+    return jnp.where(jnp.asarray(valid), perm, jnp.arange(perm.shape[-1])[None, :])
 
 
 def transform_features(
