@@ -1,0 +1,101 @@
+"""Equivariance profile: how much each layer's output moves when the input is rotated."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pgcnn_jax.analysis._record import record_features
+from pgcnn_jax.nn import group_max_pool
+
+
+def rotate_images(x: jax.Array, angle_deg: float) -> jax.Array:
+    """Applies the rotation element ``angle_deg`` to ``[B, H, W, C]`` images about their centre:
+    ``(L_g x)(p) = x(A(g)^{-1} p)`` as in :func:`pgcnn_jax.testing.transform_image` (``+90``
+    is ``rot90(x, k=-1)``, clockwise on screen), bilinear with zero padding. Multiples of 90
+    degrees are exact."""
+    x = jnp.asarray(x)
+    quarter = angle_deg / 90.0
+    if abs(quarter - round(quarter)) < 1e-9 and x.shape[1] == x.shape[2]:
+        return jnp.rot90(x, k=-int(round(quarter)) % 4, axes=(1, 2))
+    h, w = x.shape[1], x.shape[2]
+    cr, cc = (h - 1) / 2.0, (w - 1) / 2.0
+    a = math.radians(angle_deg)
+    rows, cols = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
+    # Output pixel (r, c) samples the input at the position rotated back by the angle.
+    dr, dc = rows - cr, cols - cc
+    src_r = cr + math.cos(a) * dr - math.sin(a) * dc
+    src_c = cc + math.sin(a) * dr + math.cos(a) * dc
+    r0, c0 = jnp.floor(src_r), jnp.floor(src_c)
+    out = jnp.zeros_like(x)
+    for dr_, dc_ in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        rr, cc_ = r0 + dr_, c0 + dc_
+        wgt = (1 - jnp.abs(src_r - rr)) * (1 - jnp.abs(src_c - cc_))
+        inside = (rr >= 0) & (rr <= h - 1) & (cc_ >= 0) & (cc_ <= w - 1)
+        ri = jnp.clip(rr, 0, h - 1).astype(jnp.int32)
+        ci = jnp.clip(cc_, 0, w - 1).astype(jnp.int32)
+        wgt = jnp.where(inside, wgt, 0.0)[None, :, :, None]
+        out = out + wgt * x[:, ri, ci, :]
+    return out
+
+
+def _disc(h: int, w: int) -> jax.Array:
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    r = np.hypot(rows - (h - 1) / 2.0, cols - (w - 1) / 2.0)
+    return jnp.asarray(r <= min(h, w) / 2.0 - 0.5, jnp.float32)[None, :, :, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class EquivarianceProfile:
+    """``errors[layer][i]``: relative change of the layer's group-pooled output at
+    ``angles_deg[i]``, ``||P(h(R x)) - R P(h(x))|| / ||R P(h(x))||`` inside the central disc
+    (``P`` = max over the valid group slots)."""
+
+    angles_deg: tuple[float, ...]
+    errors: dict[str, tuple[float, ...]]
+
+    def to_dict(self) -> dict:
+        return {
+            "angles_deg": list(self.angles_deg),
+            "errors": {k: list(v) for k, v in self.errors.items()},
+        }
+
+
+def equivariance_profile(
+    model: nnx.Module, x: jax.Array, angles_deg: Sequence[float], *, seed: int = 0
+) -> EquivarianceProfile:
+    """Per layer, the relative output change when the input is rotated by each angle.
+
+    The model runs in eval mode with the same sampling key for both passes. For multiples of
+    90 degrees the rotation is exact, so the number is the layer's equivariance error; other
+    angles add the error of bilinear interpolation.
+    """
+    model.eval()
+    x = jnp.asarray(x)
+
+    def features(inp):
+        with record_features(model) as feats:
+            model(inp, rngs=nnx.Rngs(sample=seed, dropout=seed))
+        return {k: group_max_pool(v) for k, v in feats.items()}
+
+    base = features(x)
+    errors: dict[str, list[float]] = {k: [] for k in base}
+    for angle in angles_deg:
+        moved = features(rotate_images(x, angle))
+        for name, ref in base.items():
+            want = rotate_images(ref, angle)
+            disc = _disc(ref.shape[1], ref.shape[2])
+            num = jnp.linalg.norm((moved[name] - want) * disc)
+            den = jnp.maximum(jnp.linalg.norm(want * disc), 1e-12)
+            errors[name].append(float(num / den))
+    return EquivarianceProfile(
+        tuple(float(a) for a in angles_deg), {k: tuple(v) for k, v in errors.items()}
+    )
