@@ -1,1 +1,40 @@
-"""pgcnn_jax.models."""
+"""Models of partial group equivariant CNNs: CKResNet, the 13-layer GCNN, Augerino baselines,
+their regularisers (REFERENCE 4)."""
+
+from pgcnn_jax.models._augerino import AugerinoCKResNet, AugerinoGCNN, AugmentationParam
+from pgcnn_jax.models._build import build_model
+from pgcnn_jax.models._ckresnet import CKResNet, ResBlock
+from pgcnn_jax.models._config import HEADS, MODEL_NAMES, NORMS, ModelConfig
+from pgcnn_jax.models._gcnn import GCNN, GCNNBlock
+from pgcnn_jax.models._heads import MLPPooling, T2FinalConv
+from pgcnn_jax.models._penalties import (
+    count_params,
+    kernel_norm_penalty,
+    monotonic_penalty,
+    partial_layers,
+)
+from pgcnn_jax.models._resample import resample, rotate_images, transform_images
+
+__all__ = [
+    "HEADS",
+    "MODEL_NAMES",
+    "NORMS",
+    "GCNN",
+    "AugerinoCKResNet",
+    "AugerinoGCNN",
+    "AugmentationParam",
+    "CKResNet",
+    "GCNNBlock",
+    "MLPPooling",
+    "ModelConfig",
+    "ResBlock",
+    "T2FinalConv",
+    "build_model",
+    "count_params",
+    "kernel_norm_penalty",
+    "monotonic_penalty",
+    "partial_layers",
+    "resample",
+    "rotate_images",
+    "transform_images",
+]

@@ -1,6 +1,6 @@
 """Flax NNX layers of partial group equivariant CNNs."""
 
-from pgcnn_jax.nn._conv import PADDINGS, GroupConv, LiftingConv, PointwiseGroupConv
+from pgcnn_jax.nn._conv import PADDINGS, GroupConv, LiftingConv, PointwiseGroupConv, safe_norm
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 from pgcnn_jax.nn._functional import conv2d, group_kernel, lifting_kernel
 from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
@@ -25,5 +25,6 @@ __all__ = [
     "group_mean_pool",
     "layer_norm_nhw",
     "lifting_kernel",
+    "safe_norm",
     "spatial_max_pool",
 ]

@@ -35,9 +35,16 @@ def _sample_key(rngs: nnx.Rngs | None, layer: str) -> jax.Array:
     return rngs.sample()
 
 
+def safe_norm(x: jax.Array) -> jax.Array:
+    """Frobenius norm with gradient 0 (not NaN) at ``x = 0``, like ``torch.norm``."""
+    sq = jnp.sum(jnp.square(x))
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
 def _kernel_norm(weight: jax.Array, bias: jax.Array | None) -> jax.Array:
-    norm = jnp.sqrt(jnp.sum(jnp.square(weight)))
-    return norm if bias is None else norm + jnp.sqrt(jnp.sum(jnp.square(bias)))
+    norm = safe_norm(weight)
+    return norm if bias is None else norm + safe_norm(bias)
 
 
 class _ConvBase(nnx.Module):

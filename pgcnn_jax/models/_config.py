@@ -1,0 +1,96 @@
+"""Frozen, validated model configuration (DESIGN 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pgcnn_jax.groups import SAMPLING_METHODS, get_group
+from pgcnn_jax.kernels import KERNEL_NAMES, check_kernel_size
+
+MODEL_NAMES = ("ckresnet", "gcnn", "augerino_ckresnet", "augerino_gcnn")
+HEADS = ("pool", "t2", "mlp")
+NORMS = ("batch", "layer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build a model (REFERENCE 4, 7).
+
+    Attributes:
+      model: one of :data:`MODEL_NAMES`.
+      group: ``"se2"``, ``"e2"``, ``"t2"`` or ``"mirror"``.
+      num_elements: ``N``, sampled elements per layer.
+      partial: learn a distribution per group conv (partial G-CNN).
+      sampling: ``"random"`` or ``"deterministic"``.
+      sample_per_layer: every group conv draws its own output elements (random sampling).
+      sample_per_batch_element: ``S = B`` independent element sets.
+      kernel: kernel net name (:data:`pgcnn_jax.kernels.KERNEL_NAMES`).
+      kernel_hidden: hidden width ``H`` of the kernel net (shortcuts use ``H // 2``).
+      kernel_layers: layers of the kernel net.
+      omega_0: SIREN frequency.
+      kernel_size: odd spatial size of the rendered kernels.
+      width: ``net.no_hidden``, the base channel count ``C``.
+      num_blocks: residual blocks (CKResNet) / group-conv blocks (GCNN).
+      block_width_factors: (factor, count) pairs flattened, e.g. ``(1, 1, 2, 1)``.
+      pool_blocks: indices after which to max-pool (0 = after the stem).
+      norm: ``"batch"`` (BatchNorm3d) or ``"layer"`` (GroupNorm with one group).
+      dropout: dropout rate (element-wise in CKResNet blocks, channel-wise in GCNN).
+      dropout_blocks: GCNN blocks followed by channel dropout.
+      head: ``"pool"`` (global max / mean), ``"t2"`` (T(2) last conv), ``"mlp"`` (learnable
+        pooling over ``[N, h, w]``).
+      final_spatial_dim: ``(h, w)`` of the final map, for ``head="mlp"``.
+      gumbel_horizon: relaxed-Bernoulli temperature horizon (training steps).
+    """
+
+    model: str = "ckresnet"
+    group: str = "se2"
+    num_elements: int = 8
+    partial: bool = True
+    sampling: str = "random"
+    sample_per_layer: bool = True
+    sample_per_batch_element: bool = False
+    kernel: str = "siren"
+    kernel_hidden: int = 32
+    kernel_layers: int = 3
+    omega_0: float = 10.0
+    kernel_size: int = 7
+    width: int = 32
+    num_blocks: int = 2
+    block_width_factors: tuple[float, ...] = (1.0, 1, 2.0, 1)
+    pool_blocks: tuple[int, ...] = (1, 2)
+    norm: str = "batch"
+    dropout: float = 0.0
+    dropout_blocks: tuple[int, ...] = ()
+    head: str = "pool"
+    final_spatial_dim: tuple[int, int] = (1, 1)
+    gumbel_horizon: int = 100_000
+
+    def __post_init__(self):
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {MODEL_NAMES}")
+        group = get_group(self.group)
+        group.check_num_elements(self.num_elements)
+        if self.sampling not in SAMPLING_METHODS:
+            raise ValueError(f"unknown sampling {self.sampling!r}; expected {SAMPLING_METHODS}")
+        if self.kernel not in KERNEL_NAMES:
+            raise ValueError(f"unknown kernel {self.kernel!r}; expected one of {KERNEL_NAMES}")
+        check_kernel_size(self.kernel_size)
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; expected one of {HEADS}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {NORMS}")
+        if self.width < 1 or self.num_blocks < 1:
+            raise ValueError(
+                f"width and num_blocks must be >= 1, got {self.width}, {self.num_blocks}"
+            )
+        if self.partial and group.name == "t2":
+            raise ValueError("group 't2' has one element: use partial=False")
+        if self.partial and self.head == "mlp":
+            raise ValueError("head='mlp' needs a fixed number of elements: use partial=False")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.gumbel_horizon < 1:
+            raise ValueError(f"gumbel_horizon must be >= 1, got {self.gumbel_horizon}")
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
