@@ -1,6 +1,6 @@
 """pgcnn-jax: Partial Group Equivariant CNNs in JAX / Flax NNX."""
 
-from pgcnn_jax import groups, kernels, nn, testing
+from pgcnn_jax import analysis, data, groups, kernels, models, nn, testing, train
 
-__all__ = ["groups", "kernels", "nn", "testing"]
+__all__ = ["analysis", "data", "groups", "kernels", "models", "nn", "testing", "train"]
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ import pytest
 
 import pgcnn_jax
 
-SUBPACKAGES = ["groups", "kernels", "nn", "testing", "data"]
+SUBPACKAGES = ["groups", "kernels", "nn", "testing", "data", "models", "train", "analysis"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

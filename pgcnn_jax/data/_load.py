@@ -86,7 +86,14 @@ def _tfds_builder(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Any:
         builder = RotatedMnist(data_dir=data_dir)
     else:
         builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except (OSError, ConnectionError) as err:  # requests' errors derive from OSError
+        raise ValueError(
+            f"could not download / prepare {spec.tfds_name!r} with tensorflow-datasets into "
+            f"{builder.data_dir!r} ({type(err).__name__}: {err}); check the network, or pass "
+            "data='npz:PATH' (--data=npz:PATH) with local arrays"
+        ) from err
     return builder
 
 

@@ -1,1 +1,50 @@
-"""pgcnn_jax.train."""
+"""Training: config, schedules, jit-compiled steps, the resumable loop, checkpoints, metrics.
+
+``train_and_evaluate(TrainConfig(...), workdir)`` trains with Adam (distribution parameters at
+``lr_probs``), a per-step warm-up + cosine schedule and the kernel-norm / monotonic penalties
+(REFERENCE 5), keeps the best validation epoch, tests it and writes ``config.json``,
+``metrics.jsonl``, ``checkpoints/{latest,best}`` and ``results.json`` under ``workdir``.
+"""
+
+from pgcnn_jax.train._checkpoint import Checkpoints
+from pgcnn_jax.train._config import RESUMABLE_KEYS, SCHEDULERS, TrainConfig, config_differences
+from pgcnn_jax.train._loop import LoopState, check_workdir, evaluate, train_and_evaluate
+from pgcnn_jax.train._metrics import MetricsLog, MetricSums
+from pgcnn_jax.train._schedule import learning_rate_schedule, schedule_for
+from pgcnn_jax.train._state import (
+    MAIN_LABEL,
+    PROBS_LABEL,
+    create_model,
+    create_optimizer,
+    layer_summary,
+    make_optimizer,
+    param_labels,
+)
+from pgcnn_jax.train._steps import eval_step, step_rngs, trace_counts, train_step
+
+__all__ = [
+    "MAIN_LABEL",
+    "PROBS_LABEL",
+    "RESUMABLE_KEYS",
+    "SCHEDULERS",
+    "Checkpoints",
+    "LoopState",
+    "MetricSums",
+    "MetricsLog",
+    "TrainConfig",
+    "check_workdir",
+    "config_differences",
+    "create_model",
+    "create_optimizer",
+    "eval_step",
+    "evaluate",
+    "layer_summary",
+    "learning_rate_schedule",
+    "make_optimizer",
+    "param_labels",
+    "schedule_for",
+    "step_rngs",
+    "trace_counts",
+    "train_and_evaluate",
+    "train_step",
+]

@@ -1,0 +1,218 @@
+"""Flags shared by the experiment CLIs and the preset resolution behind them.
+
+A run is a preset (``--preset=NAME``, or one derived from ``--model/--group/--partial/--head``
+for the CLI's dataset) with the flags given explicitly on top. ``--group=t2`` implies one
+element, deterministic sampling and no partial equivariance; ``--group=mirror`` two elements,
+deterministic. Bad input ends the program with a one-line ``error: ...`` on stderr and exit
+status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import flags, logging
+
+from experiments.configs import CLI_OF_DATASET, PRESETS, with_overrides
+from pgcnn_jax.data import describe_source
+from pgcnn_jax.groups import GROUP_NAMES
+from pgcnn_jax.models import HEADS, MODEL_NAMES
+from pgcnn_jax.train import TrainConfig, check_workdir, train_and_evaluate
+
+FLAGS = flags.FLAGS
+
+_PRESET = flags.DEFINE_string("preset", None, "Preset name (experiments/configs.py).")
+_GROUP = flags.DEFINE_string("group", None, f"Base group: {', '.join(GROUP_NAMES)}.")
+_ELEMS = flags.DEFINE_integer("elems", None, "Number N of sampled group elements.")
+flags.DEFINE_bool("partial", True, "Partial equivariance (learned subsets); --nopartial: full.")
+_MODEL = flags.DEFINE_string("model", None, f"Architecture: {', '.join(MODEL_NAMES)}.")
+_HEAD = flags.DEFINE_string("head", None, f"CKResNet head: {', '.join(HEADS)}.")
+_KERNEL = flags.DEFINE_string("kernel", None, "Kernel net: siren, mlp_relu, ..., magnet.")
+_EPOCHS = flags.DEFINE_integer("epochs", None, "Training epochs.")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Batch size.")
+_LR = flags.DEFINE_float("lr", None, "Learning rate.")
+_LR_PROBS = flags.DEFINE_float("lr_probs", None, "Learning rate of theta / mirror (0: lr).")
+_WD = flags.DEFINE_float("weight_decay", None, "Kernel-norm penalty weight (REFERENCE 5.1).")
+_MONO = flags.DEFINE_float("monotonic", None, "Monotonic-decay penalty weight (CKResNet).")
+_SCHED = flags.DEFINE_string("scheduler", None, "cosine or constant.")
+_SEED = flags.DEFINE_integer("seed", None, "Random seed.")
+_WIDTH = flags.DEFINE_integer("width", None, "Base channel count C.")
+_KHIDDEN = flags.DEFINE_integer("kernel_hidden", None, "Hidden units of the kernel net.")
+_KSIZE = flags.DEFINE_integer("kernel_size", None, "Odd kernel size.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<name>).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+_DATA = flags.DEFINE_string("data", None, "Data source: tfds (default) or npz:PATH.")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total.")
+_CKPT = flags.DEFINE_integer("checkpoint_every_steps", None, "Mid-epoch checkpoint period.")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "Any other config field as KEY=VALUE (JSON value), e.g. --set=dropout=0.1."
+)
+flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+
+# flag -> config field, for the flags that map one to one.
+_DIRECT = (
+    (_ELEMS, "num_elements"),
+    (_MODEL, "model"),
+    (_HEAD, "head"),
+    (_KERNEL, "kernel"),
+    (_EPOCHS, "epochs"),
+    (_BATCH, "batch_size"),
+    (_LR, "lr"),
+    (_LR_PROBS, "lr_probs"),
+    (_WD, "weight_decay"),
+    (_MONO, "monotonic"),
+    (_SCHED, "scheduler"),
+    (_SEED, "seed"),
+    (_WIDTH, "width"),
+    (_KHIDDEN, "kernel_hidden"),
+    (_KSIZE, "kernel_size"),
+    (_DATA_DIR, "data_dir"),
+    (_DATA, "data"),
+    (_MAX_STEPS, "max_steps"),
+    (_CKPT, "checkpoint_every_steps"),
+)
+
+
+def say(msg: str) -> None:
+    print(f"[pgcnn] {msg}", file=sys.stderr, flush=True)
+
+
+def _variant(model: str, group: str, partial: bool, head: str | None) -> str:
+    """Preset suffix of an architecture choice (see experiments/configs.py)."""
+    kind = "partial" if partial else "full"
+    if model in ("gcnn", "augerino_gcnn"):
+        if group == "t2":
+            return "gcnn-t2"
+        return f"gcnn-{group}-{'augerino' if model == 'augerino_gcnn' else kind}"
+    if group == "t2":
+        return "t2"
+    if model == "augerino_ckresnet":
+        return f"{group}-augerino"
+    return f"{group}-" + {"mlp": "mlp", "t2": "t2head"}.get(head or "pool", kind)
+
+
+def derive_preset(dataset: str) -> str:
+    """The preset matching ``dataset`` and the architecture flags, or the closest one."""
+    group = _GROUP.value or ("e2" if dataset == "mnist6_m" else "se2")
+    partial = FLAGS.partial
+    if group == "t2" and not FLAGS["partial"].present:
+        partial = False
+    variant = _variant(_MODEL.value or "ckresnet", group, partial, _HEAD.value)
+    candidates = [f"{dataset}-{variant}"]
+    for g in ("se2", "e2"):  # the same architecture with another group, replaced below
+        candidates.append(f"{dataset}-{variant.replace(f'{group}-', f'{g}-', 1)}")
+    candidates.append(f"{dataset}-{'e2' if dataset == 'mnist6_m' else 'se2'}-partial")
+    for name in candidates:
+        if name in PRESETS:
+            if name != candidates[0]:
+                say(f"no preset {candidates[0]!r}: starting from {name!r} with the flags")
+            return name
+    raise ValueError(f"no preset for dataset {dataset!r}")
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def resolve(datasets: Sequence[str], dataset: str | None, **extra: Any) -> tuple[str, TrainConfig]:
+    """``(run name, config)`` from the flags, for a CLI serving ``datasets``.
+
+    ``dataset``: the CLI's dataset flag value when given explicitly, else ``None``.
+    ``extra``: further explicit overrides of the CLI (``augment``, ``rot_interval``).
+    """
+    if dataset is not None and dataset not in datasets:
+        raise ValueError(f"unknown dataset {dataset!r}; this CLI runs {', '.join(datasets)}")
+    if _GROUP.value is not None and _GROUP.value not in GROUP_NAMES:
+        raise ValueError(f"unknown group {_GROUP.value!r}; expected one of {GROUP_NAMES}")
+    if _MODEL.value is not None and _MODEL.value not in MODEL_NAMES:
+        raise ValueError(f"unknown model {_MODEL.value!r}; expected one of {MODEL_NAMES}")
+    if _HEAD.value is not None and _HEAD.value not in HEADS:
+        raise ValueError(f"unknown head {_HEAD.value!r}; expected one of {HEADS}")
+    if _PRESET.value is not None:
+        name = _PRESET.value
+        if name not in PRESETS:
+            raise ValueError(
+                f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}"
+            )
+        if PRESETS[name].config.dataset not in datasets:
+            cli = CLI_OF_DATASET[PRESETS[name].config.dataset]
+            raise ValueError(f"preset {name!r} is run by python -m experiments.{cli}")
+    else:
+        name = derive_preset(dataset or datasets[0])
+    base = PRESETS[name].config
+    overrides: dict[str, Any] = {}
+    if dataset is not None and dataset != base.dataset:
+        overrides["dataset"] = dataset
+    if _GROUP.value is not None:
+        overrides["group"] = _GROUP.value
+    if FLAGS["partial"].present:
+        overrides["partial"] = FLAGS.partial
+    for flag, field in _DIRECT:
+        if flag.value is not None:
+            overrides[field] = flag.value
+    overrides.update(extra)
+    overrides.update(_parse_set(FLAGS.set))
+    config = with_overrides(base, **overrides)
+    implied = {"t2": "N=1, deterministic sampling, no partial equivariance",
+               "mirror": "N=2, deterministic sampling"}  # fmt: skip
+    if _GROUP.value in implied:
+        say(f"group {_GROUP.value} implies {implied[_GROUP.value]}")
+    if _PRESET.value is None:
+        m = config.model
+        name = f"{config.dataset}-{_variant(m.model, m.group, m.partial, m.head)}"
+    else:
+        name = name.replace(base.dataset, config.dataset, 1)
+        if config.model.group != base.model.group:
+            name = f"{name}-{config.model.group}"
+    if config.model.num_elements != base.model.num_elements:
+        name = f"{name}-n{config.model.num_elements}"
+    if config.seed:
+        name = f"{name}-seed{config.seed}"
+    return name, config
+
+
+def run(datasets: Sequence[str], dataset: str | None = None, **extra: Any) -> dict:
+    """Resolves the flags, prints what will be downloaded, trains, prints a summary."""
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    name, config = resolve(datasets, dataset, **extra)
+    workdir = _WORKDIR.value or os.path.join("runs", name)
+    check_workdir(config, workdir)
+    say(f"run {name!r} in {workdir}")
+    say(describe_source(config.dataset, config.data_dir, config.data))
+    results = train_and_evaluate(config, workdir, progress=FLAGS.progress)
+    keys = ("test_accuracy", "best_val_accuracy", "best_epoch", "epochs", "steps", "stop_reason")
+    print(json.dumps({"run": name, "workdir": workdir} | {k: results[k] for k in keys}))
+    return results
+
+
+def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+    """Wraps an absl ``main``: extra arguments and ``ValueError`` become a one-line
+    ``error: ...`` on stderr and exit status 1 (no traceback)."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str]) -> Any:
+        try:
+            if len(argv) > 1:
+                raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+            return main(argv)
+        except ValueError as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+
+    return wrapped

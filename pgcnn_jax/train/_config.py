@@ -1,0 +1,190 @@
+"""Frozen, validated training configuration (REFERENCE 5, DESIGN 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from pgcnn_jax.data import get_spec
+from pgcnn_jax.models import ModelConfig
+
+__all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences"]
+
+SCHEDULERS = ("cosine", "constant")
+
+# Keys that may change between a run and its resumption: they do not change any number the
+# run computes (where the data lives, when the run pauses, how often it checkpoints).
+# ``max_steps`` only decides where a run stops; continuing with a larger value follows the
+# very same trajectory as a run that never stopped.
+RESUMABLE_KEYS = ("data_dir", "max_steps", "checkpoint_every_steps")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (REFERENCE 5, 7).
+
+    Attributes:
+      dataset: registry name (:data:`pgcnn_jax.data.DATASET_NAMES`).
+      model: the :class:`~pgcnn_jax.models.ModelConfig`. Its ``gumbel_horizon`` is set to the
+        nominal number of training steps ``epochs * ceil(nominal_train_size / batch_size)``
+        (REFERENCE 1.7) whatever value is passed.
+      data: ``None`` (TFDS) or ``"npz:PATH"``.
+      data_dir: TFDS data directory (``None``: the TFDS default).
+      epochs: training epochs.
+      batch_size: examples per batch (train, validation and test).
+      lr: peak learning rate of every parameter but the distribution parameters.
+      lr_probs: peak learning rate of :class:`~pgcnn_jax.nn.DistributionParam` leaves
+        (``theta``, mirror, keep); ``0`` means ``lr``.
+      weight_decay: weight ``w`` of the kernel-norm penalty ``w * sum_l (||K_l|| + ||b_l||)``
+        (REFERENCE 5.1), *not* optimizer weight decay.
+      monotonic: weight ``lambda`` of the monotonic-decay penalty (REFERENCE 4.5; CKResNet).
+      scheduler: ``"cosine"`` (linear warm-up from 0, then cosine to ``lr_min``, per step) or
+        ``"constant"``.
+      warmup_epochs: warm-up length in nominal epochs (cosine only).
+      lr_min: final learning rate of the cosine.
+      gradient_clip: global-norm clipping threshold; ``0`` disables it.
+      seed: initialisation, data order and sampling keys derive from it.
+      augment: random crop + horizontal flip (CIFAR only; no paper run uses it).
+      rot_interval: degrees of the fixed random rotation of MNIST6-180 sixes.
+      max_steps: stop after this many optimiser steps in total (smoke runs); ``None``: no
+        limit. A stopped run continues when started again with a larger value.
+      early_stop_patience: stop after this many epochs with validation accuracy below the best.
+      checkpoint_every_steps: also save the resumable "latest" checkpoint every this many
+        steps inside an epoch (``0``: at epoch ends only).
+    """
+
+    dataset: str
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: str | None = None
+    data_dir: str | None = None
+    epochs: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_probs: float = 0.0
+    weight_decay: float = 0.0
+    monotonic: float = 0.0
+    scheduler: str = "cosine"
+    warmup_epochs: int = 5
+    lr_min: float = 1e-6
+    gradient_clip: float = 0.0
+    seed: int = 0
+    augment: bool = False
+    rot_interval: float = 0.0
+    max_steps: int | None = None
+    early_stop_patience: int = 100
+    checkpoint_every_steps: int = 200
+
+    def __post_init__(self):
+        spec = get_spec(self.dataset)
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"model must be a ModelConfig, got {type(self.model).__name__}")
+        if self.data is not None and not (
+            isinstance(self.data, str) and (self.data == "tfds" or self.data.startswith("npz:"))
+        ):
+            raise ValueError(f"data must be None, 'tfds' or 'npz:PATH', got {self.data!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("lr", "lr_probs", "weight_decay", "monotonic", "lr_min", "gradient_clip"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {self.scheduler!r}; expected one of {SCHEDULERS}")
+        for name in ("warmup_epochs", "seed", "checkpoint_every_steps"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if not _is_int(self.early_stop_patience) or self.early_stop_patience < 1:
+            raise ValueError(
+                f"early_stop_patience must be a positive int, got {self.early_stop_patience!r}"
+            )
+        if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
+            raise ValueError(f"max_steps must be None or a positive int, got {self.max_steps!r}")
+        if self.monotonic and self.model.model != "ckresnet":
+            raise ValueError(
+                f"monotonic={self.monotonic} needs model 'ckresnet', got {self.model.model!r}"
+            )
+        if self.augment and self.dataset not in ("cifar10", "cifar100"):
+            raise ValueError(f"augment=True is only supported for CIFAR, got {self.dataset!r}")
+        if not _is_number(self.rot_interval) or self.rot_interval < 0:
+            raise ValueError(f"rot_interval must be >= 0 degrees, got {self.rot_interval!r}")
+        if self.rot_interval and self.dataset != "mnist6_180":
+            raise ValueError(
+                f"rot_interval is only supported for 'mnist6_180', got {self.dataset!r}"
+            )
+        horizon = self.epochs * math.ceil(spec.nominal_train_size / self.batch_size)
+        if self.model.gumbel_horizon != horizon:
+            object.__setattr__(self, "model", self.model.replace(gumbel_horizon=horizon))
+
+    # ------------------------------------------------------------------ derived numbers
+    @property
+    def steps_per_nominal_epoch(self) -> int:
+        """``I = ceil(nominal_train_size / batch_size)`` (REFERENCE 5.3)."""
+        return math.ceil(get_spec(self.dataset).nominal_train_size / self.batch_size)
+
+    @property
+    def lr_probs_or_lr(self) -> float:
+        return self.lr_probs if self.lr_probs > 0 else self.lr
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists); inverse of :meth:`from_dict`."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["model"] = {
+            f.name: (list(v) if isinstance(v := getattr(self.model, f.name), tuple) else v)
+            for f in dataclasses.fields(ModelConfig)
+        }
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Builds a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a TrainConfig dict is needed, got {type(d).__name__}")
+        d = dict(d)
+        model = d.pop("model", {})
+        if isinstance(model, dict):
+            known = {f.name: f for f in dataclasses.fields(ModelConfig)}
+            unknown = sorted(set(model) - set(known))
+            if unknown:
+                raise ValueError(f"unknown model config key(s) {unknown}")
+            model = ModelConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}
+            )
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown train config key(s) {unknown}")
+        return cls(model=model, **d)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(stored: dict[str, Any], current: TrainConfig) -> list[str]:
+    """Keys (``"lr"``, ``"model.width"``, ...) whose values differ between a stored
+    :meth:`TrainConfig.to_dict` and ``current``, ignoring :data:`RESUMABLE_KEYS`."""
+    a, b = _flatten(stored), _flatten(current.to_dict())
+    return sorted(
+        k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k, None) != b.get(k, None)
+    )

@@ -1,0 +1,383 @@
+"""``train_and_evaluate``: the resumable training loop (REFERENCE 5.4, DESIGN 5-6)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from pgcnn_jax.data import load_dataset
+from pgcnn_jax.models import count_params
+from pgcnn_jax.train._checkpoint import Checkpoints
+from pgcnn_jax.train._config import TrainConfig, config_differences
+from pgcnn_jax.train._metrics import MetricsLog, MetricSums, write_json
+from pgcnn_jax.train._schedule import schedule_for
+from pgcnn_jax.train._state import (
+    EVAL_SALT,
+    TEST_SALT,
+    TRAIN_SALT,
+    augmentation_values,
+    create_model,
+    create_optimizer,
+    layer_summary,
+    root_key,
+)
+from pgcnn_jax.train._steps import StepRunner, eval_state
+
+__all__ = ["LoopState", "check_workdir", "evaluate", "train_and_evaluate"]
+
+_LOG = logging.getLogger(__name__)
+CONFIG_FILE, METRICS_FILE, RESULTS_FILE = "config.json", "metrics.jsonl", "results.json"
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Where a run stands; saved as JSON with every "latest" checkpoint.
+
+    Attributes:
+      epoch: the epoch in progress (or the next to start).
+      epoch_step: training steps of ``epoch`` already done.
+      step: optimiser steps done in total.
+      train: :class:`MetricSums` of the training steps of ``epoch`` so far.
+      best_val_accuracy, best_val_loss, best_epoch: the selected model (REFERENCE 5.4).
+      epochs_without_improvement: epochs since with validation accuracy below the best.
+      early_stopped: patience exhausted.
+      seconds: wall-clock seconds spent so far (all sessions).
+      epoch_seconds: seconds spent on ``epoch`` so far.
+    """
+
+    epoch: int = 0
+    epoch_step: int = 0
+    step: int = 0
+    train: dict[str, Any] = dataclasses.field(default_factory=lambda: MetricSums().to_dict())
+    best_val_accuracy: float | None = None
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+    early_stopped: bool = False
+    seconds: float = 0.0
+    epoch_seconds: float = 0.0
+
+    def training_done(self, config: TrainConfig) -> bool:
+        return (
+            self.early_stopped
+            or self.epoch >= config.epochs
+            or (config.max_steps is not None and self.step >= config.max_steps)
+        )
+
+    def stop_reason(self, config: TrainConfig) -> str:
+        if self.early_stopped:
+            return "early_stop"
+        if self.epoch >= config.epochs:
+            return "completed"
+        return "max_steps"
+
+
+def _padded(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """``batch`` zero-padded to ``size`` examples with a ``mask`` of the real ones."""
+    n = len(batch["label"])
+    pad = size - n
+    out = {
+        "image": np.concatenate([batch["image"], np.zeros((pad, *batch["image"].shape[1:]), "f4")]),
+        "label": np.concatenate([batch["label"], np.zeros((pad,), batch["label"].dtype)]),
+    }
+    out["mask"] = (np.arange(size) < n).astype(np.float32)
+    return out
+
+
+def evaluate(model, loader, key: jax.Array, config: TrainConfig) -> MetricSums:
+    """One pass over ``loader`` in eval mode; batch ``i`` samples with ``fold_in(key, i)``.
+
+    A smaller last batch is zero-padded to the batch size and masked, so one compiled
+    evaluation step serves every split.
+    """
+    model.eval()
+    model_def, model_state = nnx.split(model)
+    sums = MetricSums()
+    for i, batch in enumerate(loader.epoch(0)):
+        sums.add(
+            eval_state(
+                model_def,
+                model_state,
+                _padded(batch, loader.batch_size),
+                jax.random.fold_in(key, i),
+                weight_decay=config.weight_decay,
+                monotonic=config.monotonic,
+            )
+        )
+    return sums.flush()
+
+
+def check_workdir(config: TrainConfig, workdir: str) -> None:
+    """Refuses a ``workdir`` whose checkpoints come from a different config (``ValueError``
+    naming the differing keys) and records ``config`` in ``workdir/config.json``. Without a
+    checkpoint, stale ``metrics.jsonl`` / ``results.json`` are removed."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    if Checkpoints.exists(workdir):
+        if not os.path.exists(path):
+            raise ValueError(f"workdir {workdir!r} holds checkpoints but no {CONFIG_FILE}")
+        with open(path) as f:
+            stored = json.load(f)
+        diff = config_differences(stored, config)
+        if diff:
+            raise ValueError(
+                f"workdir {workdir!r} holds a run with a different config (differing: "
+                f"{', '.join(diff)}); use another workdir or delete this one"
+            )
+    else:
+        for name in (RESULTS_FILE, METRICS_FILE):
+            if os.path.exists(os.path.join(workdir, name)):
+                os.remove(os.path.join(workdir, name))
+    write_json(path, config.to_dict())
+
+
+def _device() -> dict[str, Any]:
+    d = jax.devices()[0]
+    return {"kind": d.device_kind, "platform": d.platform, "count": jax.device_count()}
+
+
+class _Printer:
+    def __init__(self, progress: bool):
+        self.progress = progress
+
+    def __call__(self, msg: str) -> None:
+        if self.progress:
+            tqdm.write(msg, file=sys.stderr)
+        else:
+            _LOG.info(msg)
+
+
+def _is_improvement(loop: LoopState, acc: float, loss: float) -> bool:
+    """``>=`` on accuracy; an equal accuracy counts only with a validation loss not higher."""
+    if loop.best_val_accuracy is None or acc > loop.best_val_accuracy:
+        return True
+    return acc == loop.best_val_accuracy and loss <= loop.best_val_loss
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = True) -> dict:
+    """Trains ``config`` in ``workdir``, selects the best validation epoch, tests it.
+
+    Each epoch: a training pass (``model.train()``, step keys ``fold_in(root, step)``), a
+    validation pass (``model.eval()``, stochastic like the reference), model selection by
+    validation accuracy (ties: not-higher loss) and early stopping after
+    ``early_stop_patience`` epochs below the best (REFERENCE 5.4). At the end the best weights
+    are restored and tested.
+
+    Resumable: started again with the same config in the same ``workdir`` it continues from
+    the latest checkpoint (mid-epoch included) and ends with the same numbers as an
+    uninterrupted run; a finished run returns its stored ``results.json``. Config keys other
+    than ``data_dir``, ``max_steps`` and ``checkpoint_every_steps`` must match (else
+    ``ValueError`` naming them).
+
+    Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` and
+    ``results.json`` under ``workdir``; returns the results dict.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    workdir = os.fspath(workdir)
+    check_workdir(config, workdir)
+    say = _Printer(progress)
+    results_path = os.path.join(workdir, RESULTS_FILE)
+    loop = Checkpoints.latest_loop(workdir)
+    if loop is not None and LoopState(**loop).training_done(config):
+        if os.path.exists(results_path):
+            say(f"{workdir}: run already finished; returning {results_path}")
+            with open(results_path) as f:
+                return json.load(f)
+
+    splits = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        data=config.data,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        augment=config.augment,
+        rot_interval=config.rot_interval,
+    )
+    model = create_model(config)
+    optimizer = create_optimizer(config, model)
+    # Committed arrays, like the ones a checkpoint restores: a resumed run then dispatches to
+    # the very executable an uninterrupted one uses (jit caches key on commitment).
+    device = jax.devices()[0]
+    for node in (model, optimizer):
+        nnx.update(node, jax.device_put(nnx.state(node), device))
+    session = _Session(config, workdir, splits, model, optimizer, say, progress)
+    try:
+        return session.run()
+    finally:
+        session.ckpt.close()
+
+
+class _Session:
+    """One call of :func:`train_and_evaluate` after the model and data exist."""
+
+    def __init__(self, config, workdir, splits, model, optimizer, say, progress):
+        self.config, self.workdir, self.splits = config, workdir, splits
+        self.model, self.optimizer = model, optimizer
+        self.say, self.progress = say, progress
+        self.t_session = time.perf_counter()
+        self.ckpt = Checkpoints(workdir)
+        restored = self.ckpt.restore_latest(model, optimizer)
+        self.loop = LoopState(**restored) if restored else LoopState()
+        if restored:
+            say(f"resuming {workdir} at epoch {self.loop.epoch}, step {self.loop.step}")
+        self.log = MetricsLog(os.path.join(workdir, METRICS_FILE))
+        self.log.truncate(self.loop.epoch)
+        self.start_step, self.start_seconds = self.loop.step, self.loop.seconds
+        self.lr = schedule_for(config, config.lr)
+        self.lr_probs = schedule_for(config, config.lr_probs_or_lr)
+        self.steps = StepRunner(
+            model, optimizer, weight_decay=config.weight_decay, monotonic=config.monotonic
+        )
+
+    def elapsed(self) -> float:
+        return self.start_seconds + time.perf_counter() - self.t_session
+
+    def save_latest(self, sums: MetricSums, epoch_t0: float) -> None:
+        self.steps.sync()
+        loop = self.loop
+        loop.train, loop.seconds = sums.to_dict(), self.elapsed()
+        loop.epoch_seconds = time.perf_counter() - epoch_t0
+        self.ckpt.save_latest(loop.step, self.model, self.optimizer, dataclasses.asdict(loop))
+
+    def run(self) -> dict:
+        config, loop = self.config, self.loop
+        total = config.epochs * self.splits.train.steps_per_epoch
+        if config.max_steps is not None:
+            total = min(total, config.max_steps)
+        with tqdm(
+            total=total,
+            initial=min(loop.step, total),
+            disable=not self.progress,
+            file=sys.stderr,
+            unit="step",
+            dynamic_ncols=True,
+            desc=os.path.basename(os.path.normpath(self.workdir)),
+        ) as bar:
+            while not loop.training_done(config):
+                epoch_t0 = time.perf_counter() - loop.epoch_seconds
+                sums = self.train_epoch(bar, epoch_t0)
+                if loop.epoch_step < self.splits.train.steps_per_epoch:
+                    self.save_latest(sums, epoch_t0)  # stopped by max_steps inside the epoch
+                    break
+                self.end_epoch(sums, epoch_t0)
+        return self.finish()
+
+    def train_epoch(self, bar, epoch_t0: float) -> MetricSums:
+        """The remaining training steps of ``loop.epoch`` (up to ``max_steps``)."""
+        config, loop = self.config, self.loop
+        spe, every = self.splits.train.steps_per_epoch, config.checkpoint_every_steps
+        train_root = root_key(config.seed, TRAIN_SALT)
+        sums = MetricSums(**loop.train)
+        for batch in self.splits.train.epoch(loop.epoch, start_step=loop.epoch_step):
+            if config.max_steps is not None and loop.step >= config.max_steps:
+                break
+            key = jax.random.fold_in(train_root, loop.step)
+            out = self.steps(batch, key)
+            sums.add(out)
+            loop.step += 1
+            loop.epoch_step += 1
+            bar.update(1)
+            if self.progress and loop.step % 20 == 0:  # a host sync: not every step
+                loss = float(out["loss_sum"]) / int(out["count"])
+                bar.set_postfix(epoch=loop.epoch, loss=f"{loss:.4f}", refresh=False)
+            if every and loop.step % every == 0 and loop.epoch_step < spe:
+                self.save_latest(sums, epoch_t0)
+        return sums
+
+    def end_epoch(self, sums: MetricSums, epoch_t0: float) -> None:
+        """Validation, model selection, the metrics line and the epoch-end checkpoints."""
+        config, loop, model = self.config, self.loop, self.model
+        self.steps.sync()
+        epoch = loop.epoch
+        eval_key = jax.random.fold_in(root_key(config.seed, EVAL_SALT), epoch)
+        val = evaluate(model, self.splits.validation, eval_key, config)
+        improved = _is_improvement(loop, val.accuracy, val.loss)
+        if improved:
+            loop.best_val_accuracy, loop.best_val_loss = val.accuracy, val.loss
+            loop.best_epoch, loop.epochs_without_improvement = epoch, 0
+        elif val.accuracy < loop.best_val_accuracy:
+            loop.epochs_without_improvement += 1
+        layers = layer_summary(model)
+        record = {
+            "epoch": epoch,
+            "step": loop.step,
+            "train_loss": sums.loss,
+            "train_accuracy": sums.accuracy,
+            "val_loss": val.loss,
+            "val_accuracy": val.accuracy,
+            "best_val_accuracy": loop.best_val_accuracy,
+            "best_epoch": loop.best_epoch,
+            "lr": float(self.lr(loop.step - 1)),  # the rate of the epoch's last step
+            "lr_probs": float(self.lr_probs(loop.step - 1)),
+            "theta": layers["theta"],
+            "mirror_prob": layers["mirror_prob"],
+            "elements": layers["elements"],
+            "augmentation": augmentation_values(model),
+            "seconds": time.perf_counter() - epoch_t0,
+        }
+        # Line first, checkpoints second: a kill in between leaves a line that the resumed
+        # run truncates and writes again.
+        self.log.append(record)
+        self.say(
+            f"epoch {epoch}: train loss {sums.loss:.4f} acc {sums.accuracy:.4f} | "
+            f"val loss {val.loss:.4f} acc {val.accuracy:.4f}" + (" *" if improved else "")
+        )
+        if improved:
+            self.ckpt.save_best(epoch, model, {"epoch": epoch, "step": loop.step} | val.to_dict())
+        loop.epoch, loop.epoch_step = epoch + 1, 0
+        loop.early_stopped = loop.epochs_without_improvement >= config.early_stop_patience
+        self.save_latest(MetricSums(), time.perf_counter())
+
+    def finish(self) -> dict:
+        """Restores the best weights, tests them, writes ``results.json``."""
+        config, loop, model = self.config, self.loop, self.model
+        self.steps.sync()
+        if loop.best_epoch is not None:
+            self.ckpt.restore_best(loop.best_epoch, model)
+        else:
+            self.say("no validation pass completed: testing the current weights")
+        test = evaluate(model, self.splits.test, root_key(config.seed, TEST_SALT), config)
+        layers = layer_summary(model)
+        results = {
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
+            "best_val_accuracy": loop.best_val_accuracy,
+            "best_val_loss": loop.best_val_loss,
+            "best_epoch": loop.best_epoch,
+            "epochs": loop.epoch,
+            "steps": loop.step,
+            "stop_reason": loop.stop_reason(config),
+            "num_params": count_params(model),
+            "layers": layers["layers"],
+            "theta": layers["theta"],
+            "mirror_prob": layers["mirror_prob"],
+            "elements": layers["elements"],
+            "augmentation": augmentation_values(model),
+            "config": config.to_dict(),
+            "device": _device(),
+            "seconds": self.elapsed(),
+            "session_start_step": self.start_step,
+            "session_seconds": time.perf_counter() - self.t_session,
+            "versions": {"jax": jax.__version__, "flax": flax.__version__},
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        path = os.path.join(self.workdir, RESULTS_FILE)
+        write_json(path, results)
+        self.say(
+            f"{results['stop_reason']}: test accuracy {test.accuracy:.4f} "
+            f"(best epoch {loop.best_epoch}); results in {path}"
+        )
+        return results

@@ -1,0 +1,182 @@
+"""Model and optimizer construction, parameter groups and state (de)serialisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from pgcnn_jax.data import get_spec
+from pgcnn_jax.groups import partial_count
+from pgcnn_jax.models import AugmentationParam, build_model, partial_layers
+from pgcnn_jax.nn import DistributionParam
+from pgcnn_jax.train._config import TrainConfig
+from pgcnn_jax.train._schedule import schedule_for
+
+__all__ = [
+    "MAIN_LABEL",
+    "PROBS_LABEL",
+    "augmentation_values",
+    "create_model",
+    "create_optimizer",
+    "get_pure_state",
+    "layer_summary",
+    "make_optimizer",
+    "param_labels",
+    "root_key",
+    "set_pure_state",
+]
+
+PROBS_LABEL, MAIN_LABEL = "probs", "main"
+
+# Salts of the key streams derived from the seed (fold_in of the root key).
+INIT_SALT, TRAIN_SALT, EVAL_SALT, TEST_SALT = 0, 1, 2, 3
+
+
+def root_key(seed: int, salt: int) -> jax.Array:
+    """``fold_in(key(seed), salt)``: one independent stream per purpose."""
+    return jax.random.fold_in(jax.random.key(seed), salt)
+
+
+def create_model(config: TrainConfig) -> nnx.Module:
+    """Builds ``config.model`` for ``config.dataset`` with keys derived from ``config.seed``."""
+    spec = get_spec(config.dataset)
+    return build_model(
+        config.model,
+        num_classes=spec.num_classes,
+        in_features=spec.image_shape[-1],
+        rngs=nnx.Rngs(root_key(config.seed, INIT_SALT)),
+    )
+
+
+def param_labels(model: nnx.Module) -> Any:
+    """A prefix tree of ``nnx.state(model, nnx.Param)`` labelling every
+    :class:`~pgcnn_jax.nn.DistributionParam` :data:`PROBS_LABEL` and every other parameter
+    :data:`MAIN_LABEL` (Augerino's augmentation parameters included, REFERENCE 5.2 / 4.4)."""
+    return jax.tree.map(
+        lambda v: PROBS_LABEL if isinstance(v, DistributionParam) else MAIN_LABEL,
+        nnx.state(model, nnx.Param),
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+
+
+def make_optimizer(
+    config: TrainConfig, labels: Any
+) -> tuple[optax.GradientTransformation, optax.Schedule, optax.Schedule]:
+    """Adam (b1 0.9, b2 0.999, eps 1e-8, no weight decay) with its own schedule per group, after
+    optional global-norm clipping (REFERENCE 5.2). Returns ``(tx, lr, lr_probs)``."""
+    lr = schedule_for(config, config.lr)
+    lr_probs = schedule_for(config, config.lr_probs_or_lr)
+    adam = dict(b1=0.9, b2=0.999, eps=1e-8)
+    tx = optax.multi_transform(
+        {MAIN_LABEL: optax.adam(lr, **adam), PROBS_LABEL: optax.adam(lr_probs, **adam)}, labels
+    )
+    if config.gradient_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(config.gradient_clip), tx)
+    return tx, lr, lr_probs
+
+
+_TX_CACHE: dict[tuple, optax.GradientTransformation] = {}
+
+
+def create_optimizer(config: TrainConfig, model: nnx.Module) -> nnx.Optimizer:
+    """``nnx.Optimizer(model, tx, wrt=nnx.Param)`` with the transformation of
+    :func:`make_optimizer`.
+
+    The transformation is a static attribute of the optimizer's graph, so equal settings
+    reuse one transformation object: a second run of the same config in a process then hits
+    the compiled train step instead of retracing and recompiling it.
+    """
+    labels = param_labels(model)
+    flat, _ = jax.tree_util.tree_flatten_with_path(labels)
+    key = (
+        config.lr,
+        config.lr_probs_or_lr,
+        config.scheduler,
+        config.warmup_epochs * config.steps_per_nominal_epoch,
+        (config.epochs - config.warmup_epochs) * config.steps_per_nominal_epoch,
+        config.lr_min,
+        config.gradient_clip,
+        tuple((jax.tree_util.keystr(path), label) for path, label in flat),
+    )
+    if key not in _TX_CACHE:
+        if len(_TX_CACHE) >= 64:
+            _TX_CACHE.pop(next(iter(_TX_CACHE)))
+        _TX_CACHE[key] = make_optimizer(config, labels)[0]
+    return nnx.Optimizer(model, _TX_CACHE[key], wrt=nnx.Param)
+
+
+# ---------------------------------------------------------------------------- state
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def get_pure_state(node: Any) -> Any:
+    """``nnx.state(node)`` as a pure dict of arrays (PRNG keys as raw key data), for orbax."""
+    pure = nnx.to_pure_dict(nnx.state(node))
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, pure)
+
+
+def set_pure_state(node: Any, pure: Any) -> None:
+    """Inverse of :func:`get_pure_state`: writes the arrays of ``pure`` into ``node``."""
+    state = nnx.state(node)
+    template = nnx.to_pure_dict(state)
+    pure = jax.tree.map(
+        lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+        template,
+        pure,
+    )
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(node, state)
+
+
+# ---------------------------------------------------------------------------- logging
+
+
+def _float(x: Any) -> float:
+    return float(np.asarray(x))
+
+
+def _element_count(layer) -> int:
+    """``N'`` a partial layer uses at its current parameters (the mode of its distribution):
+    ``min(ceil(R |theta|), R)`` rotations (REFERENCE 1.6), or ``1 +`` the keep probabilities
+    above 1/2 for deterministic partial layers, doubled when the mirror probability
+    ``sigmoid(2 p)`` is at least 1/2."""
+    group = layer.group
+    rot = group.num_rotations(layer.num_elements)
+    if layer.theta is not None:
+        count = int(partial_count(rot, layer.theta[...], signed_ceil=group.has_mirror))
+    elif layer.keep is not None:
+        count = 1 + int(np.sum(np.asarray(jax.nn.sigmoid(2.0 * layer.keep[...])) >= 0.5))
+    else:
+        count = rot
+    if group.has_mirror:
+        full_mirror = layer.mirror is None or _float(jax.nn.sigmoid(2.0 * layer.mirror[...])) >= 0.5
+        count *= 2 if full_mirror else 1
+    return count
+
+
+def layer_summary(model: nnx.Module) -> dict[str, list]:
+    """Per partial layer (module order): ``theta`` (``None`` where the layer has none),
+    mirror probability ``sigmoid(2 p)`` (``None`` without a mirror) and element count ``N'``."""
+    theta, mirror, elements, names = [], [], [], []
+    for name, layer in partial_layers(model):
+        names.append(name)
+        theta.append(None if layer.theta is None else _float(layer.theta[...]))
+        mirror.append(
+            None if layer.mirror is None else _float(jax.nn.sigmoid(2.0 * layer.mirror[...]))
+        )
+        elements.append(_element_count(layer))
+    return {"layers": names, "theta": theta, "mirror_prob": mirror, "elements": elements}
+
+
+def augmentation_values(model: nnx.Module) -> list[float]:
+    """Flat values of Augerino's augmentation parameters (empty for other models)."""
+    leaves = jax.tree.leaves(nnx.state(model, AugmentationParam))
+    return [float(v) for leaf in leaves for v in np.asarray(leaf).ravel()]
