@@ -1,7 +1,9 @@
-"""Analysis behind the paper's figures: learned subsets and equivariance profiles."""
+"""Analysis behind the paper's figures: learned subsets, equivariance profiles and the class
+probabilities of a rotated image."""
 
 from pgcnn_jax.analysis._profile import EquivarianceProfile, equivariance_profile, rotate_images
 from pgcnn_jax.analysis._record import conv_layers, record_features
+from pgcnn_jax.analysis._rotation import rotated_copies, rotation_response
 from pgcnn_jax.analysis._subsets import LayerSubset, learned_subsets
 
 __all__ = [
@@ -12,4 +14,6 @@ __all__ = [
     "learned_subsets",
     "record_features",
     "rotate_images",
+    "rotated_copies",
+    "rotation_response",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -69,27 +70,38 @@ class EquivarianceProfile:
         }
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _pooled(graphdef, state, x: jax.Array, seed: int) -> dict[str, tuple[jax.Array, jax.Array]]:
+    model = nnx.merge(graphdef, state)
+    with record_features(model) as feats:
+        model(x, rngs=nnx.Rngs(sample=seed, dropout=seed))
+    # A pytree dict comes back sorted by key: carry the forward position along.
+    return {k: (jnp.asarray(i), group_max_pool(v)) for i, (k, v) in enumerate(feats.items())}
+
+
+def _pooled_features(graphdef, state, x: jax.Array, seed: int) -> dict[str, jax.Array]:
+    """Every conv output of one forward (in forward order), max-pooled over the valid group
+    slots."""
+    out = _pooled(graphdef, state, x, seed)
+    return {k: v for k, (_, v) in sorted(out.items(), key=lambda item: int(item[1][0]))}
+
+
 def equivariance_profile(
     model: nnx.Module, x: jax.Array, angles_deg: Sequence[float], *, seed: int = 0
 ) -> EquivarianceProfile:
     """Per layer, the relative output change when the input is rotated by each angle.
 
-    The model runs in eval mode with the same sampling key for both passes. For multiples of
-    90 degrees the rotation is exact, so the number is the layer's equivariance error; other
-    angles add the error of bilinear interpolation.
+    The model runs in eval mode (jit-compiled) with the same sampling key for both passes. For
+    multiples of 90 degrees the rotation is exact, so the number is the layer's equivariance
+    error; other angles add the error of bilinear interpolation.
     """
     model.eval()
     x = jnp.asarray(x)
-
-    def features(inp):
-        with record_features(model) as feats:
-            model(inp, rngs=nnx.Rngs(sample=seed, dropout=seed))
-        return {k: group_max_pool(v) for k, v in feats.items()}
-
-    base = features(x)
+    graphdef, state = nnx.split(model)
+    base = _pooled_features(graphdef, state, x, seed)
     errors: dict[str, list[float]] = {k: [] for k in base}
     for angle in angles_deg:
-        moved = features(rotate_images(x, angle))
+        moved = _pooled_features(graphdef, state, rotate_images(x, angle), seed)
         for name, ref in base.items():
             want = rotate_images(ref, angle)
             disc = _disc(ref.shape[1], ref.shape[2])

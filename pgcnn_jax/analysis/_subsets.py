@@ -81,14 +81,23 @@ def _subset(name: str, layer) -> LayerSubset:
 def learned_subsets(model: nnx.Module, x: jax.Array, *, seed: int = 0) -> list[LayerSubset]:
     """The subset every lifting / group conv of ``model`` keeps, in forward order.
 
-    ``x`` (one small batch, ``[B, H, W, C]``) is run once in eval mode to find the layers in
-    the order they are applied; the model is left in eval mode.
+    ``x`` (one small batch, ``[B, H, W, C]``) is traced once in eval mode (abstractly, with
+    :func:`jax.eval_shape`: nothing is computed) to find the layers in the order they are
+    applied; the model is left in eval mode.
     """
     model.eval()
-    with record_features(model) as feats:
-        model(jnp.asarray(x), rngs=nnx.Rngs(sample=seed, dropout=seed))
+    graphdef, state = nnx.split(model)
+    order: list[str] = []
+
+    def trace(state, x):
+        m = nnx.merge(graphdef, state)
+        with record_features(m) as feats:
+            m(x, rngs=nnx.Rngs(sample=seed, dropout=seed))
+        order[:] = list(feats)
+
+    jax.eval_shape(trace, state, jnp.asarray(x))
     modules = {}
     for path, module in nnx.iter_modules(model):
         if isinstance(module, LiftingConv | GroupConv):
             modules[".".join(str(p) for p in path)] = module
-    return [_subset(name, modules[name]) for name in feats]
+    return [_subset(name, modules[name]) for name in order]

@@ -95,4 +95,8 @@ def conv2d(x: jax.Array, weight: jax.Array, padding: str) -> jax.Array:
 
     if weight.shape[0] == 1:
         return one(x, weight[0])
+    if jax.default_backend() == "cpu":
+        # XLA:CPU lowers the batched conv of ``vmap`` (a grouped conv) about 10x slower than a
+        # loop of plain convs (measured: 21 s vs 2.0 s for a [64, 14, 14, 80] fwd+bwd).
+        return jax.lax.map(lambda a: one(a[0][None], a[1])[0], (x, weight))
     return jax.vmap(lambda xb, w: one(xb[None], w)[0])(x, weight)

@@ -3,13 +3,15 @@
 ``train_and_evaluate(TrainConfig(...), workdir)`` trains with Adam (distribution parameters at
 ``lr_probs``), a per-step warm-up + cosine schedule and the kernel-norm / monotonic penalties
 (REFERENCE 5), keeps the best validation epoch, tests it and writes ``config.json``,
-``metrics.jsonl``, ``checkpoints/{latest,best}`` and ``results.json`` under ``workdir``.
+``metrics.jsonl``, ``checkpoints/{latest,best}`` and ``results.json`` under ``workdir``;
+``load_run(workdir)`` rebuilds the trained model from them.
 """
 
 from pgcnn_jax.train._checkpoint import Checkpoints
 from pgcnn_jax.train._config import RESUMABLE_KEYS, SCHEDULERS, TrainConfig, config_differences
 from pgcnn_jax.train._loop import LoopState, check_workdir, evaluate, train_and_evaluate
 from pgcnn_jax.train._metrics import MetricsLog, MetricSums
+from pgcnn_jax.train._restore import CHECKPOINT_KINDS, load_run, load_run_config
 from pgcnn_jax.train._schedule import learning_rate_schedule, schedule_for
 from pgcnn_jax.train._state import (
     MAIN_LABEL,
@@ -23,6 +25,7 @@ from pgcnn_jax.train._state import (
 from pgcnn_jax.train._steps import eval_step, step_rngs, trace_counts, train_step
 
 __all__ = [
+    "CHECKPOINT_KINDS",
     "MAIN_LABEL",
     "PROBS_LABEL",
     "RESUMABLE_KEYS",
@@ -40,6 +43,8 @@ __all__ = [
     "evaluate",
     "layer_summary",
     "learning_rate_schedule",
+    "load_run",
+    "load_run_config",
     "make_optimizer",
     "param_labels",
     "schedule_for",

@@ -1,0 +1,424 @@
+"""Figures of the paper from trained run directories (Figures 4, 5/6 and equivariance).
+
+    python -m experiments.figures --fig=4 --run=runs/fig4 --run=runs/mnist6_180-se2-full
+    python -m experiments.figures --fig=subsets --run=runs/cifar10-se2-partial
+    python -m experiments.figures --fig=equivariance --run=RUN_FULL --run=RUN_PARTIAL --step=5
+
+``--fig=4``: one test "6" (the ``--index``-th test image of class 0 of MNIST6) rotated from
+-180 to 180 degrees in 1-degree steps (counter-clockwise on screen, like torchvision's
+``TF.rotate`` in the paper's notebook; bilinear, the corners filled with black), and the
+probability each run gives class 0 ("6"). ``--fig=subsets``: per layer the rotation interval
+``[-180 theta, 180 theta]`` each run keeps (paper Figure 5) and, for groups with mirrors, the
+probability of keeping the mirrored elements (Figure 6). ``--fig=equivariance``: per layer the
+relative change of its group-pooled output when ``--num_images`` test images are rotated by
+0, ``--step``, ..., 360 degrees (:func:`pgcnn_jax.analysis.equivariance_profile`).
+
+Each writes ``<fig>.png`` and ``<fig>.json`` (``fig4``, ``subsets``, ``equivariance``) into
+``--out`` (default ``<first run>/figures``). Models are restored with
+:func:`pgcnn_jax.train.load_run` (``--which=best`` or ``latest``); test images come from the
+run's own data source unless ``--data`` / ``--data_dir`` say otherwise. Bad input ends with a
+one-line ``error: ...`` and exit status 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from absl import flags, logging
+
+from pgcnn_jax.analysis import equivariance_profile, learned_subsets, rotation_response
+from pgcnn_jax.data import get_spec, load_dataset
+from pgcnn_jax.train import CHECKPOINT_KINDS, TrainConfig, load_run, load_run_config
+
+__all__ = ["FIGURES", "FIG4_ANGLES", "main", "run", "run_label"]
+
+FIGURES = ("4", "subsets", "equivariance")
+FIG4_ANGLES = tuple(range(-180, 181))
+_FIG4_DATASETS = ("mnist6_180", "mnist6_m")
+_FILES = {"4": "fig4", "subsets": "subsets", "equivariance": "equivariance"}
+
+
+# ----------------------------------------------------------------------------- helpers
+def run_label(config: TrainConfig) -> str:
+    """``"partial G-CNN (SE2, N=4)"``, ``"G-CNN (E2, N=8)"``, ``"Augerino (SE2, N=8)"`` or
+    ``"CNN (T2)"``."""
+    m = config.model
+    if m.group == "t2":
+        return "CNN (T2)"
+    kind = "partial G-CNN" if m.partial else "G-CNN"
+    if m.model.startswith("augerino"):
+        kind = "Augerino"
+    return f"{kind} ({m.group.upper()}, N={m.num_elements})"
+
+
+def _labels(runs: Sequence[str], configs: Sequence[TrainConfig]) -> list[str]:
+    labels = [run_label(c) for c in configs]
+    for i, label in enumerate(labels):
+        if labels.count(label) > 1:
+            labels[i] = f"{label} [{os.path.basename(os.path.normpath(runs[i]))}]"
+    return labels
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _figure(width: float, height: float):
+    # The object API renders with Agg and touches no global pyplot / backend state.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _test_examples(
+    config: TrainConfig, data: str | None, data_dir: str | None
+) -> Iterator[tuple[int, np.ndarray, int]]:
+    """``(position, image [H, W, C] normalised, label)`` of the run's test split, in order."""
+    splits = load_dataset(
+        config.dataset,
+        data=data or config.data,
+        data_dir=data_dir or config.data_dir,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        rot_interval=config.rot_interval,
+    )
+    position = 0
+    for batch in splits.test.epoch(0):
+        for image, label in zip(batch["image"], batch["label"], strict=True):
+            yield position, np.asarray(image, np.float32), int(label)
+            position += 1
+
+
+def _results(workdir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, "results.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+# ----------------------------------------------------------------------------- figure 4
+def _check_fig4(runs: Sequence[str], configs: Sequence[TrainConfig], index: int) -> None:
+    for workdir, config in zip(runs, configs, strict=True):
+        if config.dataset not in _FIG4_DATASETS:
+            raise ValueError(
+                f"--fig=4 needs MNIST6 runs ({', '.join(_FIG4_DATASETS)}); {workdir!r} is a "
+                f"{config.dataset!r} run"
+            )
+    if index < 0:
+        raise ValueError(f"--index must be >= 0, got {index}")
+
+
+def figure4(runs, models, configs, *, index, seed, batch, data, data_dir) -> tuple[Any, dict]:
+    _check_fig4(runs, configs, index)
+    found = None
+    count = 0
+    for position, image, label in _test_examples(configs[0], data, data_dir):
+        if label == 0:
+            if count == index:
+                found = (position, image)
+                break
+            count += 1
+    if found is None:
+        raise ValueError(
+            f"--index={index}: the test split of {runs[0]!r} has only {count} images of class 0"
+        )
+    position, image = found
+    spec = get_spec(configs[0].dataset)
+    black = [-m / s for m, s in zip(spec.mean, spec.std, strict=True)]
+    # Counter-clockwise on screen (TF.rotate) is the group rotation by minus the angle.
+    angles = list(FIG4_ANGLES)
+    labels = _labels(runs, configs)
+    entries = []
+    for workdir, model, label in zip(runs, models, labels, strict=True):
+        probs = rotation_response(
+            model, image, [-a for a in angles], seed=seed, batch=batch, fill=black
+        )
+        entries.append(
+            {
+                "run": workdir,
+                "label": label,
+                "p_class0": [float(p) for p in probs[:, 0]],
+                "test_accuracy": _results(workdir).get("test_accuracy"),
+            }
+        )
+    record = {
+        "figure": "4",
+        "date": _now(),
+        "dataset": configs[0].dataset,
+        "image": {"class0_index": index, "test_index": position, "label": 0},
+        "angles_deg": angles,
+        "angle_convention": "counter-clockwise on screen (torchvision TF.rotate), bilinear, "
+        "black fill",
+        "seed": seed,
+        "runs": entries,
+    }
+
+    fig = _figure(9.0, 3.2)
+    ax_img, ax = fig.subplots(1, 2, width_ratios=[1, 3.5])
+    ax_img.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+    ax_img.set_title(f"test image {position}")
+    ax_img.set_axis_off()
+    ax.axvspan(-90, 90, color="0.93", zorder=0)
+    for entry in entries:
+        ax.plot(angles, entry["p_class0"], label=entry["label"])
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xticks(range(-180, 181, 45))
+    ax.set_xlabel("input rotation (degrees, counter-clockwise)")
+    ax.set_ylabel('P("6")')
+    ax.legend(loc="lower center", fontsize="small")
+    return fig, record
+
+
+# ----------------------------------------------------------------------------- subsets
+def _n_prime(layer: dict[str, Any]) -> int:
+    """Elements the layer uses: rotations, doubled when mirrors are kept (probability >= 1/2)."""
+    mirror = layer["mirror_prob"]
+    return layer["num_rotations"] * (2 if mirror is not None and mirror >= 0.5 else 1)
+
+
+def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
+    labels = _labels(runs, configs)
+    entries = []
+    for workdir, model, config, label in zip(runs, models, configs, labels, strict=True):
+        x = np.zeros((1, *get_spec(config.dataset).image_shape), np.float32)
+        layers = [s.to_dict() for s in learned_subsets(model, x, seed=seed)]
+        for layer in layers:
+            layer["n_prime"] = _n_prime(layer)
+        entries.append(
+            {"run": workdir, "label": label, "group": config.model.group, "layers": layers}
+        )
+    record = {"figure": "subsets", "date": _now(), "runs": entries}
+
+    mirrors = any(layer["mirror_prob"] is not None for e in entries for layer in e["layers"])
+    rows = max(len(e["layers"]) for e in entries)
+    fig = _figure(7.5 if mirrors else 5.0, (0.35 * rows + 1.0) * len(entries))
+    axes = np.asarray(fig.subplots(len(entries), 2 if mirrors else 1, squeeze=False))
+    for row, entry in zip(axes, entries, strict=True):
+        layers = entry["layers"]
+        ys = np.arange(len(layers))[::-1]
+        ax = row[0]
+        for y, layer in zip(ys, layers, strict=True):
+            if layer["interval_deg"] is None:
+                continue
+            lo, hi = (float(np.clip(v, -180.0, 180.0)) for v in layer["interval_deg"])
+            ax.barh(y, hi - lo, left=lo, color="C0" if layer["partial"] else "0.6")
+        ticks = [f"{layer['name']} (N'={layer['n_prime']})" for layer in layers]
+        ax.set_yticks(ys, ticks, fontsize="small")
+        ax.set_xlim(-180, 180)
+        ax.set_xticks(range(-180, 181, 90))
+        ax.set_xlabel("kept rotations (degrees)")
+        ax.set_title(entry["label"], fontsize="medium")
+        if mirrors:
+            ax = row[1]
+            probs = [layer["mirror_prob"] for layer in layers]
+            if all(p is None for p in probs):
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, "no mirrors", ha="center", va="center", transform=ax.transAxes)
+                continue
+            ax.barh(ys, [0.0 if p is None else p for p in probs], color="C1")
+            ax.set_yticks(ys, [])
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("mirror probability")
+    return fig, record
+
+
+# ----------------------------------------------------------------------------- equivariance
+def _check_equivariance(step: float, num_images: int) -> None:
+    if not 0 < step <= 360:
+        raise ValueError(f"--step must be in (0, 360] degrees, got {step}")
+    if num_images < 1:
+        raise ValueError(f"--num_images must be >= 1, got {num_images}")
+
+
+def figure_equivariance(
+    runs, models, configs, *, step, num_images, seed, data, data_dir
+) -> tuple[Any, dict]:
+    _check_equivariance(step, num_images)
+    count = int(np.floor(360.0 / step + 1e-9))
+    angles = [float(i * step) for i in range(count + 1)]
+    angles = [int(a) if a.is_integer() else a for a in angles]
+    labels = _labels(runs, configs)
+    cache: dict[tuple, tuple[list[int], np.ndarray]] = {}
+    entries = []
+    for workdir, model, config, label in zip(runs, models, configs, labels, strict=True):
+        source = (config.dataset, data or config.data, data_dir or config.data_dir)
+        source += (config.rot_interval, config.seed)
+        if source not in cache:
+            picked = []
+            for example in _test_examples(config, data, data_dir):
+                picked.append(example)
+                if len(picked) == num_images:
+                    break
+            cache[source] = ([p for p, _, _ in picked], np.stack([im for _, im, _ in picked]))
+        positions, x = cache[source]
+        profile = equivariance_profile(model, x, angles, seed=seed)
+        errors = {k: [float(e) for e in v] for k, v in profile.errors.items()}
+        entries.append(
+            {
+                "run": workdir,
+                "label": label,
+                "dataset": config.dataset,
+                "test_indices": positions,
+                "errors": errors,
+            }
+        )
+    record = {
+        "figure": "equivariance",
+        "date": _now(),
+        "angles_deg": angles,
+        "measure": "||P(h(R x)) - R P(h(x))|| / ||R P(h(x))|| in the central disc, P = max "
+        "over the group axis; rotations as pgcnn_jax.analysis.rotate_images",
+        "seed": seed,
+        "runs": entries,
+    }
+
+    fig = _figure(4.2 * len(entries) + 0.5, 3.4)
+    axes = np.atleast_1d(fig.subplots(1, len(entries), sharey=True, squeeze=False)[0])
+    for ax, entry in zip(axes, entries, strict=True):
+        for name, errs in entry["errors"].items():
+            ax.plot(angles, errs, marker="." if len(angles) <= 40 else None, label=name)
+        for a in (90, 180, 270):
+            ax.axvline(a, color="0.85", lw=0.8, zorder=0)
+        ax.set_xlim(0, 360)
+        ax.set_xticks(range(0, 361, 90))
+        ax.set_xlabel("input rotation (degrees)")
+        ax.set_title(entry["label"], fontsize="medium")
+        ax.legend(fontsize="x-small")
+    axes[0].set_ylabel("relative equivariance error")
+    return fig, record
+
+
+# ----------------------------------------------------------------------------- entry points
+def _save(fig, record: dict, out: str, which: str) -> dict:
+    os.makedirs(out, exist_ok=True)
+    base = os.path.join(out, _FILES[which])
+    fig.savefig(f"{base}.png", dpi=150)
+    _write_json(f"{base}.json", record)
+    return {"png": f"{base}.png", "json": f"{base}.json", "record": record}
+
+
+def run(
+    fig: str,
+    runs: Sequence[str],
+    out: str | None = None,
+    *,
+    which: str = "best",
+    index: int = 0,
+    step: float = 5.0,
+    num_images: int = 4,
+    seed: int = 0,
+    batch: int = 64,
+    data: str | None = None,
+    data_dir: str | None = None,
+) -> dict:
+    """Makes figure ``fig`` (:data:`FIGURES`) from the run directories ``runs``.
+
+    Returns ``{"png": path, "json": path, "record": the JSON written}``; ``ValueError`` on bad
+    input (unknown figure, no runs, a directory without config or checkpoint, ...).
+    """
+    fig = str(fig)
+    if fig not in FIGURES:
+        raise ValueError(f"unknown figure {fig!r}; expected one of {', '.join(FIGURES)}")
+    runs = [os.fspath(r) for r in runs]
+    if not runs:
+        raise ValueError("at least one run directory is needed (--run=DIR)")
+    if which not in CHECKPOINT_KINDS:
+        raise ValueError(f"--which must be one of {CHECKPOINT_KINDS}, got {which!r}")
+    out = os.path.join(runs[0], "figures") if out is None else os.fspath(out)
+    # Cheap checks first: configs and flags before any model is built.
+    configs = [load_run_config(r) for r in runs]
+    if fig == "4":
+        _check_fig4(runs, configs, index)
+    elif fig == "equivariance":
+        _check_equivariance(step, num_images)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"--batch must be a positive integer, got {batch!r}")
+    loaded = [load_run(r, which=which) for r in runs]
+    models, configs = [m for m, _ in loaded], [c for _, c in loaded]
+    if fig == "4":
+        figure, record = figure4(
+            runs, models, configs, index=index, seed=seed, batch=batch, data=data,
+            data_dir=data_dir,
+        )  # fmt: skip
+    elif fig == "subsets":
+        figure, record = figure_subsets(runs, models, configs, seed=seed)
+    else:
+        figure, record = figure_equivariance(
+            runs, models, configs, step=step, num_images=num_images, seed=seed, data=data,
+            data_dir=data_dir,
+        )  # fmt: skip
+    record["checkpoint"] = which
+    return _save(figure, record, out, fig)
+
+
+def _flag_values() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    kw = dict(flag_values=fv)
+    flags.DEFINE_enum("fig", None, list(FIGURES), "Figure to make.", **kw)
+    flags.DEFINE_multi_string("run", [], "Run directory (repeatable).", **kw)
+    flags.DEFINE_string("out", None, "Output directory (default <first run>/figures).", **kw)
+    flags.DEFINE_enum("which", "best", list(CHECKPOINT_KINDS), "Checkpoint to restore.", **kw)
+    flags.DEFINE_integer("index", 0, "--fig=4: which class-0 test image (0 = the first).", **kw)
+    flags.DEFINE_float("step", 5.0, "--fig=equivariance: angle step in degrees.", **kw)
+    flags.DEFINE_integer("num_images", 4, "--fig=equivariance: test images.", **kw)
+    flags.DEFINE_integer("seed", 0, "Sampling seed of the model's forward passes.", **kw)
+    flags.DEFINE_integer("batch", 64, "--fig=4: rotated copies per forward.", **kw)
+    flags.DEFINE_string("data", None, "Data source override (npz:PATH or tfds).", **kw)
+    flags.DEFINE_string("data_dir", None, "TFDS data directory override.", **kw)
+    return fv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (1 on bad input)."""
+    argv = list(sys.argv if argv is None else argv)
+    fv = _flag_values()
+    if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv[1:]):
+        print(__doc__)
+        print(fv.get_help())
+        return 0
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    try:
+        rest = fv(argv)
+        if len(rest) > 1:
+            raise ValueError(f"unexpected arguments: {' '.join(rest[1:])}")
+        if fv.fig is None:
+            raise ValueError(f"--fig is required: one of {', '.join(FIGURES)}")
+        result = run(
+            fv.fig,
+            fv.run,
+            fv.out,
+            which=fv.which,
+            index=fv.index,
+            step=fv.step,
+            num_images=fv.num_images,
+            seed=fv.seed,
+            batch=fv.batch,
+            data=fv.data,
+            data_dir=fv.data_dir,
+        )
+    except (ValueError, flags.Error) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        return 1
+    print(f"wrote {result['png']} and {result['json']}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
