@@ -127,6 +127,17 @@ def test_load_run_restores_the_tested_weights(runs, name):
         assert thetas and results["theta"] == pytest.approx(thetas)
 
 
+def test_load_run_accepts_relative_paths(runs, monkeypatch):
+    workdir = runs["full"]
+    monkeypatch.chdir(os.path.dirname(workdir))
+    model, _ = load_run(os.path.basename(workdir))
+    reference, _ = load_run(workdir)
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(reference)), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_load_run_errors(runs, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_run(tmp_path / "missing")

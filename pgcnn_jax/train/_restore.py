@@ -78,7 +78,7 @@ def load_run(workdir: str | os.PathLike, *, which: str = "best") -> tuple[nnx.Mo
       ValueError: when the directory, its ``config.json`` or the checkpoint is missing, or the
         config cannot be read.
     """
-    workdir = os.fspath(workdir)
+    workdir = os.path.abspath(os.fspath(workdir))
     if which not in CHECKPOINT_KINDS:
         raise ValueError(f"which must be one of {CHECKPOINT_KINDS}, got {which!r}")
     config = load_run_config(workdir)
