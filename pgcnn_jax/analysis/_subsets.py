@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.analysis._record import record_features
+from pgcnn_jax.analysis._record import conv_layers, record_features
 from pgcnn_jax.groups import partial_count
-from pgcnn_jax.nn import GroupConv, LiftingConv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +95,5 @@ def learned_subsets(model: nnx.Module, x: jax.Array, *, seed: int = 0) -> list[L
         order[:] = list(feats)
 
     jax.eval_shape(trace, state, jnp.asarray(x))
-    modules = {}
-    for path, module in nnx.iter_modules(model):
-        if isinstance(module, LiftingConv | GroupConv):
-            modules[".".join(str(p) for p in path)] = module
+    modules = dict(conv_layers(model))
     return [_subset(name, modules[name]) for name in order]
