@@ -33,13 +33,14 @@ from typing import Any
 from absl import flags
 
 from experiments._tables_grid import TABLES, Cell, TableSpec, cells
-from experiments.configs import CLI_OF_DATASET, PRESETS
+from experiments.configs import CLI_OF_DATASET, PRESETS, get_preset
 
 __all__ = [
     "DONE",
     "STALE",
     "TODO",
     "collect",
+    "config_changes",
     "dry_run_lines",
     "grid",
     "main",
@@ -193,7 +194,41 @@ def run_status(
     diff = [f"{k} {have[k]} (requested {want[k]})" for k in want if have[k] != want[k]]
     if diff:
         return RunStatus(STALE, "finished with " + ", ".join(diff), results)
-    return RunStatus(DONE, "", results)
+    changes = config_changes(cell, config, want)
+    return RunStatus(DONE, ("modified: " + ", ".join(changes)) if changes else "", results)
+
+
+# Config keys that do not change what a run computes.
+_HARMLESS = {"data", "data_dir", "checkpoint_every_steps", "max_steps"}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_changes(cell: Cell, stored: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """Fields where a finished run's config differs from its cell's preset (other than the
+    cell's own overrides and settings that do not change results), e.g. a run started by hand
+    with ``--set``; the table lists them so a modified cell is never silent."""
+    expected = get_preset(
+        cell.preset,
+        num_elements=want["num_elements"],
+        kernel=want["kernel"],
+        seed=want["seed"],
+        epochs=want["epochs"],
+    ).to_dict()
+    exp, got = _flat(expected), _flat(stored)
+    return [
+        f"{k}={got.get(k)!r} (preset: {exp.get(k)!r})"
+        for k in sorted(set(exp) | set(got))
+        if k.split(".")[-1] not in _HARMLESS and exp.get(k) != got.get(k)
+    ]
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -265,7 +300,7 @@ def collect(
     devices: list[str] = []
     dates: list[str] = []
     counts = {DONE: 0, STALE: 0, TODO: 0}
-    commands, stale = [], []
+    commands, stale, modified = [], [], []
     for cell in cells(spec):
         entries, values = [], []
         for seed in seeds:
@@ -295,6 +330,8 @@ def collect(
                 )
             if st.status == STALE:
                 stale.append(f"{cell.run_id(seed)}: {st.reason}")
+            if st.status == DONE and st.reason:
+                modified.append(f"{cell.run_id(seed)}: {st.reason}")
             if st.status == DONE:
                 values.append(entry["test_accuracy"])
                 if res.get("device") is not None:
@@ -338,6 +375,7 @@ def collect(
         "devices": sorted(set(devices)),
         "dates": sorted(set(dates)),
         "stale": stale,
+        "modified": modified,
         "notes": list(spec.notes),
         "preset_notes": {p: PRESETS[p].notes for p in presets if PRESETS[p].notes},
         "commands": commands,
@@ -378,6 +416,9 @@ def _markdown(d: dict[str, Any]) -> str:
     notes = d["notes"] + [f"{', '.join(p)}: {n}" for n, p in by_note.items()]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    if d["modified"]:
+        lines += ["", "Runs that differ from their preset (counted; run by hand):", ""]
+        lines += [f"- {s}" for s in d["modified"]]
     if d["stale"]:
         lines += ["", "Stale runs (not counted):", ""] + [f"- {s}" for s in d["stale"]]
     lines += ["", f"Commands ({len(d['commands'])} runs):", "", "```sh", *d["commands"], "```", ""]

@@ -17,10 +17,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {1: 8, 2: 24, 3: 33, 4: 18, 5: 30, 7: 14}
 
 
-def fake_results(root, cell, seed, acc, *, epochs=None, max_steps=None, date="2025-01-02"):
+def fake_results(
+    root, cell, seed, acc, *, epochs=None, max_steps=None, date="2025-01-02", **model_changes
+):
     """Writes a ``results.json`` as the trainer would (accuracy as a fraction)."""
     config = PRESETS[cell.preset].config
-    model = config.model.replace(num_elements=cell.elems, kernel=cell.kernel or config.model.kernel)
+    model = config.model.replace(
+        num_elements=cell.elems, kernel=cell.kernel or config.model.kernel, **model_changes
+    )
     config = config.replace(
         model=model,
         seed=seed,
@@ -193,6 +197,20 @@ def test_stale_schedule_is_not_counted(tmp_path):
     lines = tables.dry_run_lines(3, str(tmp_path))
     assert sum(line.startswith("stale") for line in lines) == 1
     assert sum(line.startswith("to run") for line in lines) == 32
+
+
+def test_runs_modified_by_hand_are_listed(tmp_path):
+    plain, changed = find(1, "mnist6_180-se2-full"), find(1, "mnist6_180-se2-partial")
+    fake_results(tmp_path, plain, 0, 0.5, epochs=15)
+    fake_results(tmp_path, changed, 0, 0.9, epochs=15, sample_per_batch_element=False)
+    assert tables.run_status(plain, 0, str(tmp_path), epochs=15).reason == ""
+    st = tables.run_status(changed, 0, str(tmp_path), epochs=15)
+    assert st.status == tables.DONE
+    assert st.reason == "modified: model.sample_per_batch_element=False (preset: True)"
+    text, data = tables.render(1, str(tmp_path), epochs=15)
+    assert "| SE(2) | MNIST6-180 | 50.00 (50.0, +0.00) | 90.00 (100.0, -10.00) |" in text
+    assert "mnist6_180-se2-partial_n8_s0: modified: model.sample_per_batch_element" in text
+    assert data["modified"] == [f"mnist6_180-se2-partial_n8_s0: {st.reason}"]
 
 
 def test_seeds_mean_and_std(tmp_path):
