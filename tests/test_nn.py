@@ -180,6 +180,18 @@ def test_sample_per_batch_element(key):
     np.testing.assert_allclose(h.values[1:2], y + conv.bias[...].reshape(1, 1, 1, 1, -1), atol=1e-4)
 
 
+def test_per_sample_conv_paths_agree(key):
+    kx, kw = jax.random.split(key)
+    x, w = jax.random.normal(kx, (3, 9, 9, 4)), jax.random.normal(kw, (3, 3, 3, 4, 5))
+    a = pg.nn.conv2d(x, w, "same", per_sample="map")
+    b = pg.nn.conv2d(x, w, "same", per_sample="vmap")
+    c = jnp.concatenate([pg.nn.conv2d(x[i : i + 1], w[i : i + 1], "same") for i in range(3)])
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b, c, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="loop"):
+        pg.nn.conv2d(x, w, "same", per_sample="loop")
+
+
 def test_kernel_norm_is_recorded():
     lift = pg.nn.LiftingConv(1, 2, group="se2", num_elements=4, kernel_size=5, rngs=nnx.Rngs(0))
     lift.bias[...] = jnp.ones((2,))

@@ -85,8 +85,15 @@ def group_kernel(
     return psi.reshape(s, k, k, n_in * in_features, n_out * out_features)
 
 
-def conv2d(x: jax.Array, weight: jax.Array, padding: str) -> jax.Array:
-    """Cross-correlation of ``x [B, H, W, I]`` with ``weight [S, k, k, I, O]`` (S = 1 or B)."""
+def conv2d(x: jax.Array, weight: jax.Array, padding: str, per_sample: str = "auto") -> jax.Array:
+    """Cross-correlation of ``x [B, H, W, I]`` with ``weight [S, k, k, I, O]`` (S = 1 or B).
+
+    With ``S = B`` each example has its own kernel: ``per_sample="vmap"`` batches the convs
+    (a grouped conv), ``"map"`` loops over examples; ``"auto"`` loops on CPU and batches on
+    accelerators. Both compute the same numbers.
+    """
+    if per_sample not in ("auto", "map", "vmap"):
+        raise ValueError(f"per_sample must be 'auto', 'map' or 'vmap', got {per_sample!r}")
 
     def one(xb, w):
         return jax.lax.conv_general_dilated(
@@ -95,7 +102,7 @@ def conv2d(x: jax.Array, weight: jax.Array, padding: str) -> jax.Array:
 
     if weight.shape[0] == 1:
         return one(x, weight[0])
-    if jax.default_backend() == "cpu":
+    if per_sample == "map" or (per_sample == "auto" and jax.default_backend() == "cpu"):
         # XLA:CPU lowers the batched conv of ``vmap`` (a grouped conv) about 10x slower than a
         # loop of plain convs (measured: 21 s vs 2.0 s for a [64, 14, 14, 80] fwd+bwd).
         return jax.lax.map(lambda a: one(a[0][None], a[1])[0], (x, weight))
