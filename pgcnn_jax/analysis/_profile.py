@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Sequence
 
 import jax
@@ -13,39 +12,30 @@ import numpy as np
 from flax import nnx
 
 from pgcnn_jax.analysis._record import record_features
+from pgcnn_jax.models import resample
 from pgcnn_jax.nn import group_max_pool
+
+
+def rotation_matrices(angles_deg: Sequence[float]) -> np.ndarray:
+    """``A(g)^{-1}`` of the SE2 rotations ``angles_deg``, ``[A, 2, 2]`` float32, with the cosine
+    and sine of multiples of 90 degrees snapped to exact 0 / +-1 so those rotations are exact."""
+    deg = np.asarray(angles_deg, np.float64).reshape(-1)
+    rad = np.deg2rad(deg)
+    cos, sin = np.cos(rad), np.sin(rad)
+    quarter = deg / 90.0
+    exact = np.abs(quarter - np.round(quarter)) < 1e-9
+    k = np.round(quarter).astype(np.int64) % 4
+    cos = np.where(exact, np.array([1.0, 0.0, -1.0, 0.0])[k], cos)
+    sin = np.where(exact, np.array([0.0, 1.0, 0.0, -1.0])[k], sin)
+    return np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2).astype(np.float32)
 
 
 def rotate_images(x: jax.Array, angle_deg: float) -> jax.Array:
     """Applies the rotation element ``angle_deg`` to ``[B, H, W, C]`` images about their centre:
     ``(L_g x)(p) = x(A(g)^{-1} p)`` as in :func:`pgcnn_jax.testing.transform_image` (``+90``
-    is ``rot90(x, k=-1)``, clockwise on screen), bilinear with zero padding. Multiples of 90
-    degrees are exact."""
-    x = jnp.asarray(x)
-    quarter = angle_deg / 90.0
-    if abs(quarter - round(quarter)) < 1e-9 and x.shape[1] == x.shape[2]:
-        return jnp.rot90(x, k=-int(round(quarter)) % 4, axes=(1, 2))
-    h, w = x.shape[1], x.shape[2]
-    cr, cc = (h - 1) / 2.0, (w - 1) / 2.0
-    a = math.radians(angle_deg)
-    rows, cols = jnp.meshgrid(
-        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
-    )
-    # Output pixel (r, c) samples the input at the position rotated back by the angle.
-    dr, dc = rows - cr, cols - cc
-    src_r = cr + math.cos(a) * dr - math.sin(a) * dc
-    src_c = cc + math.sin(a) * dr + math.cos(a) * dc
-    r0, c0 = jnp.floor(src_r), jnp.floor(src_c)
-    out = jnp.zeros_like(x)
-    for dr_, dc_ in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        rr, cc_ = r0 + dr_, c0 + dc_
-        wgt = (1 - jnp.abs(src_r - rr)) * (1 - jnp.abs(src_c - cc_))
-        inside = (rr >= 0) & (rr <= h - 1) & (cc_ >= 0) & (cc_ <= w - 1)
-        ri = jnp.clip(rr, 0, h - 1).astype(jnp.int32)
-        ci = jnp.clip(cc_, 0, w - 1).astype(jnp.int32)
-        wgt = jnp.where(inside, wgt, 0.0)[None, :, :, None]
-        out = out + wgt * x[:, ri, ci, :]
-    return out
+    is ``rot90(x, k=-1)``, clockwise on screen), bilinear with zero padding
+    (:func:`pgcnn_jax.models.resample`). Multiples of 90 degrees are exact."""
+    return resample(jnp.asarray(x), rotation_matrices([angle_deg]))[0]
 
 
 def _disc(h: int, w: int) -> jax.Array:

@@ -10,6 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pgcnn_jax.analysis._profile import rotation_matrices
+from pgcnn_jax.models import resample
+
 __all__ = ["rotated_copies", "rotation_response"]
 
 
@@ -18,38 +21,6 @@ def _fill_array(fill: float | Sequence[float], channels: int) -> jax.Array:
     if f.shape[0] not in (1, channels):
         raise ValueError(f"fill must be one value or one per channel ({channels}), got {fill!r}")
     return jnp.broadcast_to(f, (channels,)).reshape(1, 1, 1, channels)
-
-
-def _sources(h: int, w: int, angles_deg: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Input coordinates ``[A, H, W]`` each output pixel samples, as in :func:`rotate_images`
-    (float64; cosine and sine of multiples of 90 degrees are exact, so are those rotations)."""
-    a = np.deg2rad(np.asarray(angles_deg, np.float64))
-    cos, sin = np.cos(a), np.sin(a)
-    quarter = np.asarray(angles_deg, np.float64) / 90.0
-    exact = np.abs(quarter - np.round(quarter)) < 1e-9
-    k = np.round(quarter).astype(np.int64) % 4
-    cos = np.where(exact, np.array([1.0, 0.0, -1.0, 0.0])[k], cos)[:, None, None]
-    sin = np.where(exact, np.array([0.0, 1.0, 0.0, -1.0])[k], sin)[:, None, None]
-    cr, cc = (h - 1) / 2.0, (w - 1) / 2.0
-    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
-    dr, dc = rows - cr, cols - cc
-    return cr + cos * dr - sin * dc, cc + sin * dr + cos * dc
-
-
-@jax.jit
-def _bilinear(x: jax.Array, src_r: jax.Array, src_c: jax.Array) -> jax.Array:
-    """``x [H, W, C]`` sampled at ``[A, H, W]`` coordinates, zero outside: ``[A, H, W, C]``."""
-    h, w = x.shape[0], x.shape[1]
-    r0, c0 = jnp.floor(src_r), jnp.floor(src_c)
-    out = jnp.zeros((*src_r.shape, x.shape[-1]), x.dtype)
-    for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        rr, cc = r0 + dr, c0 + dc
-        wgt = (1 - jnp.abs(src_r - rr)) * (1 - jnp.abs(src_c - cc))
-        inside = (rr >= 0) & (rr <= h - 1) & (cc >= 0) & (cc <= w - 1)
-        ri = jnp.clip(rr, 0, h - 1).astype(jnp.int32)
-        ci = jnp.clip(cc, 0, w - 1).astype(jnp.int32)
-        out = out + jnp.where(inside, wgt, 0.0)[..., None] * x[ri, ci, :]
-    return out
 
 
 def rotated_copies(
@@ -62,11 +33,8 @@ def rotated_copies(
     if image.ndim != 3:
         raise ValueError(f"image must be [H, W, C], got shape {image.shape}")
     fill_ = _fill_array(fill, image.shape[-1])
-    src_r, src_c = _sources(image.shape[0], image.shape[1], angles_deg)
-    shifted = image - fill_[0]
-    return (
-        _bilinear(shifted, jnp.asarray(src_r, jnp.float32), jnp.asarray(src_c, jnp.float32)) + fill_
-    )
+    shifted = (image - fill_[0])[None]
+    return resample(shifted, rotation_matrices(angles_deg))[:, 0] + fill_
 
 
 @functools.partial(jax.jit, static_argnums=0)
