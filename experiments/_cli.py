@@ -5,6 +5,9 @@ for the CLI's dataset) with the flags given explicitly on top. ``--group=t2`` im
 element, deterministic sampling and no partial equivariance; ``--group=mirror`` two elements,
 deterministic. Bad input ends the program with a one-line ``error: ...`` on stderr and exit
 status 1.
+
+Each CLI adopts these flags as its own key flags (``flags.adopt_module_key_flags``), so its
+``--help`` lists them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 from absl import flags, logging
 
 from experiments.configs import CLI_OF_DATASET, PRESETS, with_overrides
@@ -49,6 +53,13 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 _DATA = flags.DEFINE_string("data", None, "Data source: tfds (default) or npz:PATH.")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total.")
 _CKPT = flags.DEFINE_integer("checkpoint_every_steps", None, "Mid-epoch checkpoint period.")
+_PER_EXAMPLE = flags.DEFINE_bool(
+    "sample_per_batch_element",
+    None,
+    "Random partial layers sample their elements per batch element (the MNIST6-180 SE2 "
+    "preset, as the release; ~10x slower on CPU); --nosample_per_batch_element: one sample "
+    "shared by the batch.",
+)
 _SET = flags.DEFINE_multi_string(
     "set", [], "Any other config field as KEY=VALUE (JSON value), e.g. --set=dropout=0.1."
 )
@@ -75,11 +86,16 @@ _DIRECT = (
     (_DATA, "data"),
     (_MAX_STEPS, "max_steps"),
     (_CKPT, "checkpoint_every_steps"),
+    (_PER_EXAMPLE, "sample_per_batch_element"),
 )
 
 
-def say(msg: str) -> None:
-    print(f"[pgcnn] {msg}", file=sys.stderr, flush=True)
+def say(msg: str, notes: list[str] | None = None) -> None:
+    """Prints ``[pgcnn] msg`` on stderr, or appends ``msg`` to ``notes`` (printed later)."""
+    if notes is not None:
+        notes.append(msg)
+    else:
+        print(f"[pgcnn] {msg}", file=sys.stderr, flush=True)
 
 
 def _variant(model: str, group: str, partial: bool, head: str | None) -> str:
@@ -96,8 +112,9 @@ def _variant(model: str, group: str, partial: bool, head: str | None) -> str:
     return f"{group}-" + {"mlp": "mlp", "t2": "t2head"}.get(head or "pool", kind)
 
 
-def derive_preset(dataset: str) -> str:
-    """The preset matching ``dataset`` and the architecture flags, or the closest one."""
+def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
+    """The preset matching ``dataset`` and the architecture flags, or the closest one
+    (``notes``: see :func:`say`)."""
     group = _GROUP.value or ("e2" if dataset == "mnist6_m" else "se2")
     partial = FLAGS.partial
     if group == "t2" and not FLAGS["partial"].present:
@@ -110,7 +127,7 @@ def derive_preset(dataset: str) -> str:
     for name in candidates:
         if name in PRESETS:
             if name != candidates[0]:
-                say(f"no preset {candidates[0]!r}: starting from {name!r} with the flags")
+                say(f"no preset {candidates[0]!r}: starting from {name!r} with the flags", notes)
             return name
     raise ValueError(f"no preset for dataset {dataset!r}")
 
@@ -129,10 +146,16 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def resolve(datasets: Sequence[str], dataset: str | None, **extra: Any) -> tuple[str, TrainConfig]:
+def resolve(
+    datasets: Sequence[str],
+    dataset: str | None,
+    notes: list[str] | None = None,
+    **extra: Any,
+) -> tuple[str, TrainConfig]:
     """``(run name, config)`` from the flags, for a CLI serving ``datasets``.
 
     ``dataset``: the CLI's dataset flag value when given explicitly, else ``None``.
+    ``notes``: collects the messages about the resolution instead of printing them.
     ``extra``: further explicit overrides of the CLI (``augment``, ``rot_interval``).
     """
     if dataset is not None and dataset not in datasets:
@@ -153,7 +176,7 @@ def resolve(datasets: Sequence[str], dataset: str | None, **extra: Any) -> tuple
             cli = CLI_OF_DATASET[PRESETS[name].config.dataset]
             raise ValueError(f"preset {name!r} is run by python -m experiments.{cli}")
     else:
-        name = derive_preset(dataset or datasets[0])
+        name = derive_preset(dataset or datasets[0], notes)
     base = PRESETS[name].config
     overrides: dict[str, Any] = {}
     if dataset is not None and dataset != base.dataset:
@@ -171,7 +194,7 @@ def resolve(datasets: Sequence[str], dataset: str | None, **extra: Any) -> tuple
     implied = {"t2": "N=1, deterministic sampling, no partial equivariance",
                "mirror": "N=2, deterministic sampling"}  # fmt: skip
     if _GROUP.value in implied:
-        say(f"group {_GROUP.value} implies {implied[_GROUP.value]}")
+        say(f"group {_GROUP.value} implies {implied[_GROUP.value]}", notes)
     if _PRESET.value is None:
         m = config.model
         name = f"{config.dataset}-{_variant(m.model, m.group, m.partial, m.head)}"
@@ -187,14 +210,24 @@ def resolve(datasets: Sequence[str], dataset: str | None, **extra: Any) -> tuple
 
 
 def run(datasets: Sequence[str], dataset: str | None = None, **extra: Any) -> dict:
-    """Resolves the flags, prints what will be downloaded, trains, prints a summary."""
+    """Resolves the flags, prints what will be downloaded (the first line), trains, prints a
+    summary. Nothing is written to the workdir before the data are loaded."""
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    name, config = resolve(datasets, dataset, **extra)
+    notes: list[str] = []
+    name, config = resolve(datasets, dataset, notes, **extra)
     workdir = _WORKDIR.value or os.path.join("runs", name)
-    check_workdir(config, workdir)
-    say(f"run {name!r} in {workdir}")
+    check_workdir(config, workdir, record=False)
     say(describe_source(config.dataset, config.data_dir, config.data))
+    for note in notes:
+        say(note)
+    say(f"run {name!r} in {workdir}")
+    if config.model.sample_per_batch_element and jax.default_backend() == "cpu":
+        say(
+            "partial layers sample their elements per batch element (as the release's "
+            "command); on CPU that is about 10x slower than one sample shared by the batch: "
+            "--nosample_per_batch_element turns it off"
+        )
     results = train_and_evaluate(config, workdir, progress=FLAGS.progress)
     keys = ("test_accuracy", "best_val_accuracy", "best_epoch", "epochs", "steps", "stop_reason")
     print(json.dumps({"run": name, "workdir": workdir} | {k: results[k] for k in keys}))

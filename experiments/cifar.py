@@ -12,6 +12,8 @@ from absl import app, flags
 
 from experiments import _cli
 
+flags.adopt_module_key_flags(_cli)  # --help lists the shared flags too
+
 DATASETS = ("cifar10", "cifar100")
 _DATASET = flags.DEFINE_string("dataset", "cifar10", "cifar10 or cifar100.")
 _AUGMENT = flags.DEFINE_bool("augment", False, "Random crop + flip (no paper run uses it).")

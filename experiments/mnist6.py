@@ -12,6 +12,8 @@ from absl import app, flags
 
 from experiments import _cli
 
+flags.adopt_module_key_flags(_cli)  # --help lists the shared flags too
+
 DATASETS = ("mnist6_180", "mnist6_m")
 _TASK = flags.DEFINE_string("task", "180", "180 (MNIST6-180) or m (MNIST6-M).")
 _ROT = flags.DEFINE_float("rot_interval", None, "Degrees of random rotation of the sixes (180).")

@@ -6,9 +6,11 @@
 See ``experiments/_cli.py`` for the shared flags and ``experiments/configs.py`` for presets.
 """
 
-from absl import app
+from absl import app, flags
 
 from experiments import _cli
+
+flags.adopt_module_key_flags(_cli)  # --help lists the shared flags too
 
 
 @_cli.guarded

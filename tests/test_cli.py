@@ -250,7 +250,9 @@ def test_cli_end_to_end_and_resume(cli, data, tmp_path, capsys):
         2,
         0,
     )
-    assert read_metrics(workdir) == []
+    # The partial epoch is recorded (and selected: no epoch has finished).
+    assert [(r["epoch"], r["partial_epoch"]) for r in read_metrics(workdir)] == [(0, True)]
+    assert first["best_epoch"] == 0
     assert sorted(os.listdir(workdir / "checkpoints")) == ["best", "latest"]
     assert os.listdir(workdir / "checkpoints" / "latest") == ["2"]
 

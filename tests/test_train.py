@@ -308,10 +308,15 @@ def test_train_and_evaluate_resumes_exactly(mnist_data, tmp_path):
     piece = tmp_path / "piece"
     first = train_and_evaluate(config.replace(max_steps=2), piece, progress=False)
     assert first["stop_reason"] == "max_steps" and first["steps"] == 2
-    assert first["best_epoch"] is None and read_metrics(piece) == []
+    # The partial epoch is validated and, no epoch having finished, selected (provisionally).
+    assert first["best_epoch"] == 0
+    assert [(r["epoch"], r.get("partial_epoch")) for r in read_metrics(piece)] == [(0, True)]
     second = train_and_evaluate(config.replace(max_steps=6), piece, progress=False)
     assert second["session_start_step"] == 2 and second["steps"] == 6
-    assert len(read_metrics(piece)) == 1
+    assert [(r["epoch"], r.get("partial_epoch")) for r in read_metrics(piece)] == [
+        (0, None),
+        (1, True),
+    ]
     last = train_and_evaluate(config, piece, progress=False)
     assert last["session_start_step"] == 6
     for key in ("test_accuracy", "test_loss", "best_val_accuracy", "best_val_loss", "theta"):

@@ -12,6 +12,7 @@ import numpy as np
 from pgcnn_jax.data._mnist6 import derive_mnist6
 from pgcnn_jax.data._npz import load_npz
 from pgcnn_jax.data._pipeline import ArrayLoader, Loader, StreamingLoader
+from pgcnn_jax.data._probe import pending_downloads, probe_hosts, remove_partial_downloads, snapshot
 from pgcnn_jax.data._registry import DatasetSpec, get_spec
 
 __all__ = [
@@ -86,14 +87,24 @@ def _tfds_builder(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Any:
         builder = RotatedMnist(data_dir=data_dir)
     else:
         builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-    try:
-        builder.download_and_prepare()
-    except (OSError, ConnectionError) as err:  # requests' errors derive from OSError
-        raise ValueError(
+
+    def unavailable(err: OSError) -> ValueError:
+        return ValueError(
             f"could not download / prepare {spec.tfds_name!r} with tensorflow-datasets into "
             f"{builder.data_dir!r} ({type(err).__name__}: {err}); check the network, or pass "
             "data='npz:PATH' (--data=npz:PATH) with local arrays"
-        ) from err
+        )
+
+    try:  # seconds, where TFDS would retry for minutes when the hosts cannot be reached
+        probe_hosts(pending_downloads(builder))
+    except OSError as err:
+        raise unavailable(err) from err
+    before = snapshot(builder)
+    try:
+        builder.download_and_prepare()
+    except (OSError, ConnectionError) as err:  # requests' errors derive from OSError
+        remove_partial_downloads(builder, before)
+        raise unavailable(err) from err
     return builder
 
 
@@ -266,5 +277,5 @@ def describe_source(
     elif name == "pcam":
         detail = "TFDS 'patch_camelyon' (~7.5 GB download), streamed from disk"
     else:
-        detail = f"TFDS '{spec.tfds_name}' (~160 MB download)"
+        detail = f"TFDS '{spec.tfds_name}' (~170 MB download)"
     return f"{name}: {detail}; prepared under {root}."

@@ -61,6 +61,17 @@ class RotatedMnist(tfds.core.GeneratorBasedBuilder):
         "manual directory (default <data_dir>/downloads/manual/) to prepare offline."
     )
 
+    DOWNLOAD_URLS = (URL,)  # what a download fetches (no TFDS checksums registry here)
+
+    def has_local_source(self) -> bool:
+        """Whether ``<data_dir>/downloads/manual/`` holds the zip or both ``.amat`` files."""
+        manual = epath.Path(self.data_dir_root) / "downloads" / "manual"
+        if not manual.is_dir():
+            return False
+        return (manual / ZIP_NAME).exists() or bool(
+            _find(manual, TRAIN_FILE) and _find(manual, TEST_FILE)
+        )
+
     @tfds.core.utils.classproperty
     @classmethod
     def code_path(cls) -> epath.Path:

@@ -13,7 +13,10 @@ deleted only after that JSON is committed.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -32,6 +35,24 @@ def _manager(path: str, max_to_keep: int | None) -> ocp.CheckpointManager:
         cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(os.path.abspath(path), options=options)
+
+
+class _ReadOnlyNotice(logging.Filter):
+    """Drops orbax's "Given directory is read only" warning (and nothing else)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _no_read_only_notice() -> Iterator[None]:
+    notice = _ReadOnlyNotice()
+    logger = logging.getLogger("absl")  # orbax logs through absl.logging
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def _abstract(tree: Any) -> Any:
@@ -64,9 +85,13 @@ class Checkpoints:
         steps = [int(n) for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
         if not steps:
             return None
-        with ocp.CheckpointManager(
-            os.path.abspath(path), options=ocp.CheckpointManagerOptions(read_only=True)
-        ) as manager:
+        # save_interval_steps=0 and create=False are what read_only implies (orbax warns when
+        # it has to set them); its notice that the directory is read-only is what we ask for.
+        options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+        with (
+            _no_read_only_notice(),
+            ocp.CheckpointManager(os.path.abspath(path), options=options) as manager,
+        ):
             step = manager.latest_step()
             if step is None:
                 return None

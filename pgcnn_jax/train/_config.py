@@ -131,7 +131,24 @@ class TrainConfig:
     @property
     def steps_per_nominal_epoch(self) -> int:
         """``I = ceil(nominal_train_size / batch_size)`` (REFERENCE 5.3)."""
-        return math.ceil(get_spec(self.dataset).nominal_train_size / self.batch_size)
+        return self.steps_per_epoch()
+
+    def steps_per_epoch(self, num_train_examples: int | None = None) -> int:
+        """``I = ceil(n / batch_size)``: schedule steps per epoch for a training set of ``n``
+        examples, the one actually loaded, or by default the dataset's nominal size
+        (REFERENCE 5.3; the two agree for the TFDS sources). As in the reference, ``I`` counts
+        a last incomplete batch that the training loader drops.
+
+        >>> config = TrainConfig(dataset="cifar10")
+        >>> config.steps_per_epoch(), config.steps_per_epoch(100)
+        (704, 2)
+        """
+        n = num_train_examples
+        if n is None:
+            n = get_spec(self.dataset).nominal_train_size
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"num_train_examples must be a positive int, got {n!r}")
+        return math.ceil(n / self.batch_size)
 
     @property
     def lr_probs_or_lr(self) -> float:

@@ -41,6 +41,15 @@ _LOG = logging.getLogger(__name__)
 CONFIG_FILE, METRICS_FILE, RESULTS_FILE = "config.json", "metrics.jsonl", "results.json"
 
 
+# The LoopState fields of model selection (saved before validating a partial epoch).
+_SELECTION_FIELDS = (
+    "best_val_accuracy",
+    "best_val_loss",
+    "best_epoch",
+    "epochs_without_improvement",
+)
+
+
 @dataclasses.dataclass
 class LoopState:
     """Where a run stands; saved as JSON with every "latest" checkpoint.
@@ -55,6 +64,12 @@ class LoopState:
       early_stopped: patience exhausted.
       seconds: wall-clock seconds spent so far (all sessions).
       epoch_seconds: seconds spent on ``epoch`` so far.
+      before_partial: set when ``max_steps`` stopped the run inside ``epoch`` and that partial
+        epoch was validated (its ``metrics.jsonl`` line is marked ``"partial_epoch": true``):
+        the model selection from before that pass. A partial epoch is a selection candidate
+        only while no epoch has finished; a run that trains on restores this selection
+        (:meth:`reopen_epoch`) and drops the line, so it computes what an uninterrupted run
+        does. ``None`` otherwise.
     """
 
     epoch: int = 0
@@ -68,6 +83,7 @@ class LoopState:
     early_stopped: bool = False
     seconds: float = 0.0
     epoch_seconds: float = 0.0
+    before_partial: dict[str, Any] | None = None
 
     def training_done(self, config: TrainConfig) -> bool:
         return (
@@ -75,6 +91,13 @@ class LoopState:
             or self.epoch >= config.epochs
             or (config.max_steps is not None and self.step >= config.max_steps)
         )
+
+    def reopen_epoch(self) -> None:
+        """Undoes the model selection of a validated partial epoch (see ``before_partial``)."""
+        if self.before_partial is not None:
+            for name, value in self.before_partial.items():
+                setattr(self, name, value)
+            self.before_partial = None
 
     def stop_reason(self, config: TrainConfig) -> str:
         if self.early_stopped:
@@ -119,13 +142,14 @@ def evaluate(model, loader, key: jax.Array, config: TrainConfig) -> MetricSums:
     return sums.flush()
 
 
-def check_workdir(config: TrainConfig, workdir: str) -> None:
+def check_workdir(config: TrainConfig, workdir: str, *, record: bool = True) -> None:
     """Refuses a ``workdir`` whose checkpoints come from a different config (``ValueError``
     naming the differing keys) and records ``config`` in ``workdir/config.json``. Without a
-    checkpoint, stale ``metrics.jsonl`` / ``results.json`` are removed."""
-    os.makedirs(workdir, exist_ok=True)
+    checkpoint, stale ``metrics.jsonl`` / ``results.json`` are removed. With
+    ``record=False`` only the check is made: nothing is created, written or removed."""
     path = os.path.join(workdir, CONFIG_FILE)
-    if Checkpoints.exists(workdir):
+    has_checkpoints = Checkpoints.exists(workdir)
+    if has_checkpoints:
         if not os.path.exists(path):
             raise ValueError(f"workdir {workdir!r} holds checkpoints but no {CONFIG_FILE}")
         with open(path) as f:
@@ -136,7 +160,10 @@ def check_workdir(config: TrainConfig, workdir: str) -> None:
                 f"workdir {workdir!r} holds a run with a different config (differing: "
                 f"{', '.join(diff)}); use another workdir or delete this one"
             )
-    else:
+    if not record:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    if not has_checkpoints:
         for name in (RESULTS_FILE, METRICS_FILE):
             if os.path.exists(os.path.join(workdir, name)):
                 os.remove(os.path.join(workdir, name))
@@ -181,13 +208,20 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = Tr
     than ``data_dir``, ``max_steps`` and ``checkpoint_every_steps`` must match (else
     ``ValueError`` naming them).
 
+    A run stopped by ``max_steps`` inside an epoch validates that partial epoch (a
+    ``metrics.jsonl`` line marked ``"partial_epoch": true``; the best checkpoint while no epoch
+    has finished); resumed, it redoes the epoch in full (see :class:`LoopState`).
+
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` and
-    ``results.json`` under ``workdir``; returns the results dict.
+    ``results.json`` under ``workdir``, the first only once the data are loaded (a run whose
+    data cannot be had leaves nothing behind); the learning-rate schedule counts epochs of the
+    training set actually loaded (:meth:`TrainConfig.steps_per_epoch`). Returns the results
+    dict.
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     workdir = os.fspath(workdir)
-    check_workdir(config, workdir)
+    check_workdir(config, workdir, record=False)
     say = _Printer(progress)
     results_path = os.path.join(workdir, RESULTS_FILE)
     loop = Checkpoints.latest_loop(workdir)
@@ -206,8 +240,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = Tr
         augment=config.augment,
         rot_interval=config.rot_interval,
     )
+    check_workdir(config, workdir)
+    steps_per_epoch = config.steps_per_epoch(splits.train.num_examples)
     model = create_model(config)
-    optimizer = create_optimizer(config, model)
+    optimizer = create_optimizer(config, model, steps_per_epoch=steps_per_epoch)
     # Committed arrays, like the ones a checkpoint restores: a resumed run then dispatches to
     # the very executable an uninterrupted one uses (jit caches key on commitment).
     device = jax.devices()[0]
@@ -234,10 +270,14 @@ class _Session:
         if restored:
             say(f"resuming {workdir} at epoch {self.loop.epoch}, step {self.loop.step}")
         self.log = MetricsLog(os.path.join(workdir, METRICS_FILE))
-        self.log.truncate(self.loop.epoch)
+        if not self.loop.training_done(config):
+            self.loop.reopen_epoch()  # a validated partial epoch is trained to its end
+        # Kept: the lines of finished epochs, and that of a validated partial one not reopened.
+        self.log.truncate(self.loop.epoch + (self.loop.before_partial is not None))
         self.start_step, self.start_seconds = self.loop.step, self.loop.seconds
-        self.lr = schedule_for(config, config.lr)
-        self.lr_probs = schedule_for(config, config.lr_probs_or_lr)
+        spe = config.steps_per_epoch(splits.train.num_examples)
+        self.lr = schedule_for(config, config.lr, steps_per_epoch=spe)
+        self.lr_probs = schedule_for(config, config.lr_probs_or_lr, steps_per_epoch=spe)
         self.steps = StepRunner(
             model, optimizer, weight_decay=config.weight_decay, monotonic=config.monotonic
         )
@@ -270,7 +310,7 @@ class _Session:
                 epoch_t0 = time.perf_counter() - loop.epoch_seconds
                 sums = self.train_epoch(bar, epoch_t0)
                 if loop.epoch_step < self.splits.train.steps_per_epoch:
-                    self.save_latest(sums, epoch_t0)  # stopped by max_steps inside the epoch
+                    self.end_epoch(sums, epoch_t0, partial=True)  # stopped by max_steps
                     break
                 self.end_epoch(sums, epoch_t0)
         return self.finish()
@@ -293,18 +333,28 @@ class _Session:
             if self.progress and loop.step % 20 == 0:  # a host sync: not every step
                 loss = float(out["loss_sum"]) / int(out["count"])
                 bar.set_postfix(epoch=loop.epoch, loss=f"{loss:.4f}", refresh=False)
-            if every and loop.step % every == 0 and loop.epoch_step < spe:
+            stopping = loop.step == config.max_steps  # end_epoch(partial=True) saves then
+            if every and loop.step % every == 0 and loop.epoch_step < spe and not stopping:
                 self.save_latest(sums, epoch_t0)
         return sums
 
-    def end_epoch(self, sums: MetricSums, epoch_t0: float) -> None:
-        """Validation, model selection, the metrics line and the epoch-end checkpoints."""
+    def end_epoch(self, sums: MetricSums, epoch_t0: float, *, partial: bool = False) -> None:
+        """Validation, model selection, the metrics line and the epoch-end checkpoints.
+
+        ``partial``: ``max_steps`` stopped the run inside the epoch. The line is marked
+        ``"partial_epoch": true``, the pass is a selection candidate only while no epoch has
+        finished, and the "latest" checkpoint stays inside the epoch, remembering the
+        selection before this pass (``LoopState.before_partial``) for a resumed run."""
         config, loop, model = self.config, self.loop, self.model
         self.steps.sync()
         epoch = loop.epoch
+        if partial:
+            loop.before_partial = {k: getattr(loop, k) for k in _SELECTION_FIELDS}
         eval_key = jax.random.fold_in(root_key(config.seed, EVAL_SALT), epoch)
         val = evaluate(model, self.splits.validation, eval_key, config)
-        improved = _is_improvement(loop, val.accuracy, val.loss)
+        improved = (not partial or loop.best_epoch is None) and _is_improvement(
+            loop, val.accuracy, val.loss
+        )
         if improved:
             loop.best_val_accuracy, loop.best_val_loss = val.accuracy, val.loss
             loop.best_epoch, loop.epochs_without_improvement = epoch, 0
@@ -328,15 +378,22 @@ class _Session:
             "augmentation": augmentation_values(model),
             "seconds": time.perf_counter() - epoch_t0,
         }
+        if partial:
+            record["partial_epoch"] = True
         # Line first, checkpoints second: a kill in between leaves a line that the resumed
         # run truncates and writes again.
         self.log.append(record)
+        spe = self.splits.train.steps_per_epoch
+        what = f"epoch {epoch}" + (f" (partial: {loop.epoch_step} of {spe} steps)" * partial)
         self.say(
-            f"epoch {epoch}: train loss {sums.loss:.4f} acc {sums.accuracy:.4f} | "
+            f"{what}: train loss {sums.loss:.4f} acc {sums.accuracy:.4f} | "
             f"val loss {val.loss:.4f} acc {val.accuracy:.4f}" + (" *" if improved else "")
         )
         if improved:
             self.ckpt.save_best(epoch, model, {"epoch": epoch, "step": loop.step} | val.to_dict())
+        if partial:
+            self.save_latest(sums, epoch_t0)
+            return
         loop.epoch, loop.epoch_step = epoch + 1, 0
         loop.early_stopped = loop.epochs_without_improvement >= config.early_stop_patience
         self.save_latest(MetricSums(), time.perf_counter())

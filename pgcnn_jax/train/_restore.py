@@ -85,7 +85,12 @@ def load_run(workdir: str | os.PathLike, *, which: str = "best") -> tuple[nnx.Mo
     ckpt_dir = os.path.join(workdir, "checkpoints", which)
     steps = _steps(ckpt_dir)
     if not steps:
-        hint = " (no validation epoch finished yet? try which='latest')" if which == "best" else ""
+        hint = (
+            " (no validation pass yet? the latest checkpoint: --which=latest, or which='latest' "
+            "from Python)"
+            if which == "best"
+            else ""
+        )
         raise ValueError(f"run {workdir!r} has no {which!r} checkpoint under {ckpt_dir}{hint}")
 
     model = create_model(config)

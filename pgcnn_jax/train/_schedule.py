@@ -55,10 +55,15 @@ def learning_rate_schedule(
     return schedule
 
 
-def schedule_for(config, peak: float) -> optax.Schedule:
+def schedule_for(config, peak: float, *, steps_per_epoch: int | None = None) -> optax.Schedule:
     """The schedule of a :class:`TrainConfig` for base rate ``peak``: ``W = warmup_epochs * I``
-    and ``T = (epochs - warmup_epochs) * I`` with ``I`` nominal steps per epoch (at least 1)."""
-    i = config.steps_per_nominal_epoch
+    and ``T = (epochs - warmup_epochs) * I`` with ``I = steps_per_epoch`` steps per epoch (at
+    least 1). The training loop passes ``config.steps_per_epoch(n)`` for the ``n`` training
+    examples it loaded; ``None`` uses the dataset's nominal size
+    (``config.steps_per_nominal_epoch``, REFERENCE 5.3)."""
+    i = config.steps_per_nominal_epoch if steps_per_epoch is None else steps_per_epoch
+    if isinstance(i, bool) or not isinstance(i, int) or i < 1:
+        raise ValueError(f"steps_per_epoch must be None or a positive int, got {i!r}")
     return learning_rate_schedule(
         peak,
         scheduler=config.scheduler,

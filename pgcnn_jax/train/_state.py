@@ -65,12 +65,15 @@ def param_labels(model: nnx.Module) -> Any:
 
 
 def make_optimizer(
-    config: TrainConfig, labels: Any
+    config: TrainConfig, labels: Any, *, steps_per_epoch: int | None = None
 ) -> tuple[optax.GradientTransformation, optax.Schedule, optax.Schedule]:
     """Adam (b1 0.9, b2 0.999, eps 1e-8, no weight decay) with its own schedule per group, after
-    optional global-norm clipping (REFERENCE 5.2). Returns ``(tx, lr, lr_probs)``."""
-    lr = schedule_for(config, config.lr)
-    lr_probs = schedule_for(config, config.lr_probs_or_lr)
+    optional global-norm clipping (REFERENCE 5.2). Returns ``(tx, lr, lr_probs)``.
+
+    ``steps_per_epoch``: schedule steps per epoch (see :func:`schedule_for`; ``None``: the
+    dataset's nominal size)."""
+    lr = schedule_for(config, config.lr, steps_per_epoch=steps_per_epoch)
+    lr_probs = schedule_for(config, config.lr_probs_or_lr, steps_per_epoch=steps_per_epoch)
     adam = dict(b1=0.9, b2=0.999, eps=1e-8)
     tx = optax.multi_transform(
         {MAIN_LABEL: optax.adam(lr, **adam), PROBS_LABEL: optax.adam(lr_probs, **adam)}, labels
@@ -83,9 +86,12 @@ def make_optimizer(
 _TX_CACHE: dict[tuple, optax.GradientTransformation] = {}
 
 
-def create_optimizer(config: TrainConfig, model: nnx.Module) -> nnx.Optimizer:
+def create_optimizer(
+    config: TrainConfig, model: nnx.Module, *, steps_per_epoch: int | None = None
+) -> nnx.Optimizer:
     """``nnx.Optimizer(model, tx, wrt=nnx.Param)`` with the transformation of
-    :func:`make_optimizer`.
+    :func:`make_optimizer` (``steps_per_epoch`` as there: the training loop passes the steps
+    per epoch of the data it loaded).
 
     The transformation is a static attribute of the optimizer's graph, so equal settings
     reuse one transformation object: a second run of the same config in a process then hits
@@ -93,12 +99,13 @@ def create_optimizer(config: TrainConfig, model: nnx.Module) -> nnx.Optimizer:
     """
     labels = param_labels(model)
     flat, _ = jax.tree_util.tree_flatten_with_path(labels)
+    i = config.steps_per_nominal_epoch if steps_per_epoch is None else steps_per_epoch
     key = (
         config.lr,
         config.lr_probs_or_lr,
         config.scheduler,
-        config.warmup_epochs * config.steps_per_nominal_epoch,
-        (config.epochs - config.warmup_epochs) * config.steps_per_nominal_epoch,
+        config.warmup_epochs * i,
+        (config.epochs - config.warmup_epochs) * i,
         config.lr_min,
         config.gradient_clip,
         tuple((jax.tree_util.keystr(path), label) for path, label in flat),
@@ -106,7 +113,7 @@ def create_optimizer(config: TrainConfig, model: nnx.Module) -> nnx.Optimizer:
     if key not in _TX_CACHE:
         if len(_TX_CACHE) >= 64:
             _TX_CACHE.pop(next(iter(_TX_CACHE)))
-        _TX_CACHE[key] = make_optimizer(config, labels)[0]
+        _TX_CACHE[key] = make_optimizer(config, labels, steps_per_epoch=steps_per_epoch)[0]
     return nnx.Optimizer(model, _TX_CACHE[key], wrt=nnx.Param)
 
 
