@@ -78,7 +78,8 @@ def _check_readable(step_dir: str) -> None:
                 json.load(f)
     state = os.path.join(step_dir, "state")
     if os.path.exists(os.path.join(state, "manifest.ocdbt")):
-        store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{state}/"}).result()
+        spec = {"driver": "ocdbt", "base": {"driver": "file", "path": f"{state}/"}}
+        store = ts.KvStore.open(spec).result()
         for key in store.list().result():
             store.read(key).result()
 
