@@ -3,7 +3,8 @@
 A run is a preset (``--preset=NAME``, or one derived from ``--model/--group/--partial/--head``
 for the CLI's dataset) with the flags given explicitly on top. ``--group=t2`` implies one
 element, deterministic sampling and no partial equivariance; ``--group=mirror`` two elements,
-deterministic. Bad input ends the program with a one-line ``error: ...`` on stderr and exit
+deterministic. Bad input, a diverged run, a workdir another process trains in and an
+unreadable checkpoint end the program with a one-line ``error: ...`` on stderr and exit
 status 1.
 
 Each CLI adopts these flags as its own key flags (``flags.adopt_module_key_flags``), so its
@@ -26,7 +27,14 @@ from experiments.configs import CLI_OF_DATASET, PRESETS, with_overrides
 from pgcnn_jax.data import describe_source
 from pgcnn_jax.groups import GROUP_NAMES
 from pgcnn_jax.models import HEADS, MODEL_NAMES
-from pgcnn_jax.train import TrainConfig, check_workdir, train_and_evaluate
+from pgcnn_jax.train import (
+    TrainConfig,
+    TrainingDiverged,
+    WorkdirLocked,
+    check_workdir,
+    lock_workdir,
+    train_and_evaluate,
+)
 
 FLAGS = flags.FLAGS
 
@@ -217,26 +225,28 @@ def run(datasets: Sequence[str], dataset: str | None = None, **extra: Any) -> di
     notes: list[str] = []
     name, config = resolve(datasets, dataset, notes, **extra)
     workdir = _WORKDIR.value or os.path.join("runs", name)
-    check_workdir(config, workdir, record=False)
-    say(describe_source(config.dataset, config.data_dir, config.data))
-    for note in notes:
-        say(note)
-    say(f"run {name!r} in {workdir}")
-    if config.model.sample_per_batch_element and jax.default_backend() == "cpu":
-        say(
-            "partial layers sample their elements per batch element (as the release's "
-            "command); on CPU that is about 10x slower than one sample shared by the batch: "
-            "--nosample_per_batch_element turns it off"
-        )
-    results = train_and_evaluate(config, workdir, progress=FLAGS.progress)
+    with lock_workdir(workdir):  # a second process on this workdir stops here, at once
+        check_workdir(config, workdir, record=False)
+        say(describe_source(config.dataset, config.data_dir, config.data))
+        for note in notes:
+            say(note)
+        say(f"run {name!r} in {workdir}")
+        if config.model.sample_per_batch_element and jax.default_backend() == "cpu":
+            say(
+                "partial layers sample their elements per batch element (as the release's "
+                "command); on CPU that is about 10x slower than one sample shared by the batch: "
+                "--nosample_per_batch_element turns it off"
+            )
+        results = train_and_evaluate(config, workdir, progress=FLAGS.progress)
     keys = ("test_accuracy", "best_val_accuracy", "best_epoch", "epochs", "steps", "stop_reason")
     print(json.dumps({"run": name, "workdir": workdir} | {k: results[k] for k in keys}))
     return results
 
 
 def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
-    """Wraps an absl ``main``: extra arguments and ``ValueError`` become a one-line
-    ``error: ...`` on stderr and exit status 1 (no traceback)."""
+    """Wraps an absl ``main``: extra arguments, ``ValueError``, ``TrainingDiverged`` and
+    ``WorkdirLocked`` become a one-line ``error: ...`` on stderr and exit status 1 (no
+    traceback)."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str]) -> Any:
@@ -244,7 +254,7 @@ def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
             if len(argv) > 1:
                 raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
             return main(argv)
-        except ValueError as err:
+        except (ValueError, TrainingDiverged, WorkdirLocked) as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
 

@@ -7,6 +7,7 @@ from pgcnn_jax.models._ckresnet import CKResNet, ResBlock
 from pgcnn_jax.models._config import HEADS, MODEL_NAMES, NORMS, ModelConfig
 from pgcnn_jax.models._gcnn import GCNN, GCNNBlock
 from pgcnn_jax.models._heads import MLPPooling, T2FinalConv
+from pgcnn_jax.models._memory import available_memory, check_kernel_memory, kernel_memory_bytes
 from pgcnn_jax.models._penalties import (
     count_params,
     kernel_norm_penalty,
@@ -29,8 +30,11 @@ __all__ = [
     "ModelConfig",
     "ResBlock",
     "T2FinalConv",
+    "available_memory",
     "build_model",
+    "check_kernel_memory",
     "count_params",
+    "kernel_memory_bytes",
     "kernel_norm_penalty",
     "monotonic_penalty",
     "partial_layers",

@@ -9,6 +9,7 @@ from pgcnn_jax.models._ckresnet import CKResNet
 from pgcnn_jax.models._common import check_positive_int
 from pgcnn_jax.models._config import ModelConfig
 from pgcnn_jax.models._gcnn import GCNN
+from pgcnn_jax.models._memory import check_kernel_memory
 
 _MODELS = {
     "ckresnet": CKResNet,
@@ -26,10 +27,14 @@ def build_model(
     Every model maps images ``[B, H, W, in_features]`` to logits ``[B, num_classes]`` with
     ``model(x, rngs=nnx.Rngs(sample=..., dropout=...))`` and follows ``model.train()`` /
     ``model.eval()`` (BatchNorm running statistics, dropout, Gumbel counters).
+
+    A config whose kernel rendering cannot fit in memory (:func:`check_kernel_memory`, one
+    element set per forward) is refused with a ``ValueError`` before anything is built.
     """
     if not isinstance(config, ModelConfig):
         raise ValueError(f"config must be a ModelConfig, got {type(config).__name__}")
     check_positive_int("num_classes", num_classes)
     check_positive_int("in_features", in_features)
+    check_kernel_memory(config, in_features=in_features)
     cls = _MODELS[config.model]
     return cls(config, num_classes=num_classes, in_features=in_features, rngs=rngs)

@@ -35,6 +35,26 @@ def _sample_key(rngs: nnx.Rngs | None, layer: str) -> jax.Array:
     return rngs.sample()
 
 
+def _check_finite_param(layer: str, name: str, value: jax.Array) -> None:
+    """``ValueError`` when a concrete (not traced) distribution parameter holds NaN / inf: its
+    sampler would silently yield no elements (NaN) or NaN elements (inf). Under ``jit`` the
+    values are tracers and the training loop checks them instead."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if not bool(jnp.all(jnp.isfinite(value))):
+        raise ValueError(f"{layer} parameter {name!r} is not finite: {value}")
+
+
+def _float_images(x: jax.Array, layer: str) -> jax.Array:
+    """Integer / boolean images cast to float32 (values unchanged, e.g. uint8 stays 0..255);
+    ``ValueError`` for other non-float dtypes."""
+    if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
+        return x.astype(jnp.float32)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{layer} expects real images, got dtype {x.dtype}")
+    return x
+
+
 def safe_norm(x: jax.Array) -> jax.Array:
     """Frobenius norm with gradient 0 (not NaN) at ``x = 0``, like ``torch.norm``."""
     sq = jnp.sum(jnp.square(x))
@@ -59,7 +79,8 @@ class LiftingConv(_ConvBase):
 
     Always samples the whole group (REFERENCE 1.6, last paragraph): a regular grid, with one
     fresh random offset per forward (per batch element with ``sample_per_batch_element``) when
-    ``sampling="random"``.
+    ``sampling="random"``. Integer (e.g. ``uint8``) or boolean images are cast to float32
+    with their values unchanged (no rescaling to ``[0, 1]``); complex ones are refused.
 
     Example:
       >>> import jax.numpy as jnp
@@ -111,7 +132,7 @@ class LiftingConv(_ConvBase):
         self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> GroupFeatures:
-        x = jnp.asarray(x)
+        x = _float_images(jnp.asarray(x), "LiftingConv")
         if x.ndim != 4 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"LiftingConv expects input [B, H, W, {self.in_features}], got shape {x.shape}"
@@ -225,7 +246,14 @@ class GroupConv(_ConvBase):
         return gumbel_temperature(step, self.gumbel_horizon, init, end)
 
     def sample(self, key: jax.Array | None, num_samples: int = 1):
-        """Draws this layer's output elements: ``(elements [S, N, d], mask [S, N])``."""
+        """Draws this layer's output elements: ``(elements [S, N, d], mask [S, N])``.
+
+        Outside ``jit``, a NaN / inf ``theta``, ``mirror`` or ``keep`` raises ``ValueError``.
+        """
+        for name in ("theta", "mirror", "keep"):
+            param = getattr(self, name)
+            if param is not None:
+                _check_finite_param("GroupConv", name, param[...])
         return sample_elements(
             self.group,
             key,

@@ -9,6 +9,8 @@
 
 from pgcnn_jax.train._checkpoint import Checkpoints
 from pgcnn_jax.train._config import RESUMABLE_KEYS, SCHEDULERS, TrainConfig, config_differences
+from pgcnn_jax.train._errors import TrainingDiverged, WorkdirLocked
+from pgcnn_jax.train._lock import lock_workdir
 from pgcnn_jax.train._loop import LoopState, check_workdir, evaluate, train_and_evaluate
 from pgcnn_jax.train._metrics import MetricsLog, MetricSums
 from pgcnn_jax.train._restore import CHECKPOINT_KINDS, load_run, load_run_config
@@ -35,6 +37,8 @@ __all__ = [
     "MetricSums",
     "MetricsLog",
     "TrainConfig",
+    "TrainingDiverged",
+    "WorkdirLocked",
     "check_workdir",
     "config_differences",
     "create_model",
@@ -43,6 +47,7 @@ __all__ = [
     "evaluate",
     "layer_summary",
     "learning_rate_schedule",
+    "lock_workdir",
     "load_run",
     "load_run_config",
     "make_optimizer",

@@ -2,29 +2,39 @@
 
 Layout under ``workdir/checkpoints``::
 
-    latest/<global step>/  {state: {model, optimizer}, loop: JSON}   (one kept)
+    latest/<global step>/  {state: {model, optimizer}, loop: JSON}   (two kept)
     best/<epoch>/          {state: {model}, loop: JSON}
+    corrupt/latest-<step>/ unreadable "latest" checkpoints set aside on resume
 
 Saves are synchronous and atomic (orbax writes to a temporary directory and renames it), so a
 run killed at any moment leaves the previous checkpoint intact. The loop JSON of "latest"
-names the epoch whose "best" checkpoint is current; best checkpoints of other epochs are
-deleted only after that JSON is committed.
+names the epoch whose "best" checkpoint is current; best checkpoints that no kept "latest"
+names are deleted only after that JSON is committed.
+
+Two "latest" checkpoints are kept so that a damaged newest one (a truncated file, a full
+disk) costs the steps since the one before: resuming sets the unreadable one aside under
+``corrupt/`` with a warning and continues from the older one. Without an intact one,
+resuming stops with a ``ValueError`` naming the checkpoint directory.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
-from collections.abc import Iterator
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from pgcnn_jax.train._state import get_pure_state, set_pure_state
 
 __all__ = ["Checkpoints"]
+
+_LOG = logging.getLogger(__name__)
+LATEST_TO_KEEP = 2
 
 
 def _manager(path: str, max_to_keep: int | None) -> ocp.CheckpointManager:
@@ -37,26 +47,49 @@ def _manager(path: str, max_to_keep: int | None) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.path.abspath(path), options=options)
 
 
-class _ReadOnlyNotice(logging.Filter):
-    """Drops orbax's "Given directory is read only" warning (and nothing else)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Given directory is read only")
-
-
-@contextlib.contextmanager
-def _no_read_only_notice() -> Iterator[None]:
-    notice = _ReadOnlyNotice()
-    logger = logging.getLogger("absl")  # orbax logs through absl.logging
-    logger.addFilter(notice)
-    try:
-        yield
-    finally:
-        logger.removeFilter(notice)
-
-
 def _abstract(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _steps(path: str) -> list[int]:
+    """Committed step directories under ``path``, newest first."""
+    if not os.path.isdir(path):
+        return []
+    return sorted((int(n) for n in os.listdir(path) if n.isdigit()), reverse=True)
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of an exception, for a one-line message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
+def _check_readable(step_dir: str) -> None:
+    """Reads every file of a checkpoint once, synchronously; raises on a damaged one.
+
+    orbax restores arrays concurrently: when one read fails, the others complete on a closed
+    event loop and print a traceback each. Reading the OCDBT store (orbax's array format)
+    key by key first turns a truncated array file into one exception, before orbax starts.
+    """
+    for name in (os.path.join("loop", "metadata"), os.path.join("state", "_METADATA")):
+        path = os.path.join(step_dir, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                json.load(f)
+    state = os.path.join(step_dir, "state")
+    if os.path.exists(os.path.join(state, "manifest.ocdbt")):
+        spec = {"driver": "ocdbt", "base": {"driver": "file", "path": f"{state}/"}}
+        store = ts.KvStore.open(spec).result()
+        for key in store.list().result():
+            store.read(key).result()
+
+
+def _unreadable(path: str, reason: str) -> ValueError:
+    return ValueError(
+        f"checkpoint {path} is unreadable ({reason}) and no older intact checkpoint exists; "
+        f"delete {os.path.dirname(os.path.dirname(path))} (or the whole workdir) to start "
+        "this run again"
+    )
 
 
 class Checkpoints:
@@ -64,7 +97,7 @@ class Checkpoints:
 
     def __init__(self, workdir: str):
         self.directory = os.path.join(workdir, "checkpoints")
-        self.latest = _manager(os.path.join(self.directory, "latest"), max_to_keep=1)
+        self.latest = _manager(os.path.join(self.directory, "latest"), LATEST_TO_KEEP)
         self.best = _manager(os.path.join(self.directory, "best"), max_to_keep=None)
 
     @staticmethod
@@ -79,29 +112,24 @@ class Checkpoints:
 
     @staticmethod
     def latest_loop(workdir: str) -> dict[str, Any] | None:
-        """The loop JSON of the latest checkpoint, read without building a model (``None``
-        when there is none)."""
+        """The loop JSON of the newest readable latest checkpoint, read without building a
+        model (``None`` when there is none; an unreadable one is left to
+        :meth:`restore_latest`)."""
         path = os.path.join(workdir, "checkpoints", "latest")
-        steps = [int(n) for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
-        if not steps:
-            return None
-        # save_interval_steps=0 and create=False are what read_only implies (orbax warns when
-        # it has to set them); its notice that the directory is read-only is what we ask for.
-        options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
-        with (
-            _no_read_only_notice(),
-            ocp.CheckpointManager(os.path.abspath(path), options=options) as manager,
-        ):
-            step = manager.latest_step()
-            if step is None:
-                return None
-            restored = manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))
-        return dict(restored.loop)
+        for step in _steps(path):
+            try:
+                with open(os.path.join(path, str(step), "loop", "metadata")) as f:
+                    loop = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(loop, dict):
+                return loop
+        return None
 
     # ------------------------------------------------------------------ latest
     def save_latest(self, step: int, model, optimizer, loop: dict[str, Any]) -> None:
-        """Saves model + optimizer state and the loop JSON at global ``step``, then deletes
-        best checkpoints other than ``loop["best_epoch"]``."""
+        """Saves model + optimizer state and the loop JSON at global ``step`` (the oldest of
+        the kept ones goes), then deletes best checkpoints that no kept latest one names."""
         if step in self.latest.all_steps():
             return  # nothing has changed since that save
         state = {"model": get_pure_state(model), "optimizer": get_pure_state(optimizer)}
@@ -112,30 +140,71 @@ class Checkpoints:
             ),
         )
         self.latest.wait_until_finished()
-        keep = loop.get("best_epoch")
+        keep = {loop.get("best_epoch")}
+        for other in self.latest.all_steps():
+            if other != step:
+                try:
+                    with open(os.path.join(self._latest_dir(other), "loop", "metadata")) as f:
+                        keep.add(json.load(f).get("best_epoch"))
+                except (OSError, ValueError, AttributeError):
+                    return  # cannot tell which best checkpoint it needs: delete none
         for epoch in self.best.all_steps():
-            if epoch != keep:
+            if epoch not in keep:
                 self.best.delete(epoch)
 
+    def _latest_dir(self, step: int) -> str:
+        return os.path.join(self.directory, "latest", str(step))
+
+    def _set_aside(self, step: int) -> str:
+        """Moves the unreadable ``latest/<step>`` to ``corrupt/``; returns its new path."""
+        target = os.path.join(self.directory, "corrupt", f"latest-{step}")
+        suffix = 0
+        while os.path.exists(target if not suffix else f"{target}.{suffix}"):
+            suffix += 1
+        target = target if not suffix else f"{target}.{suffix}"
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(self._latest_dir(step), target)
+        self.latest.reload()
+        return target
+
     def restore_latest(self, model, optimizer) -> dict[str, Any] | None:
-        """Loads the latest checkpoint into ``model`` / ``optimizer``; returns its loop JSON,
-        or ``None`` when there is none."""
-        step = self.latest.latest_step()
-        if step is None:
-            return None
+        """Loads the newest readable latest checkpoint into ``model`` / ``optimizer``;
+        returns its loop JSON, or ``None`` when there is none.
+
+        An unreadable checkpoint with an older one behind it is moved to
+        ``checkpoints/corrupt/`` with a warning naming both; without an older one the
+        ``ValueError`` names its directory and what to do.
+        """
         abstract = {
             "model": _abstract(get_pure_state(model)),
             "optimizer": _abstract(get_pure_state(optimizer)),
         }
-        restored = self.latest.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()
-            ),
-        )
-        set_pure_state(model, restored.state["model"])
-        set_pure_state(optimizer, restored.state["optimizer"])
-        return dict(restored.loop)
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            try:
+                _check_readable(self._latest_dir(step))
+                restored = self.latest.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()
+                    ),
+                )
+                loop = dict(restored.loop)
+            except Exception as err:  # orbax / tensorstore / JSON errors alike: unreadable
+                path = self._latest_dir(step)
+                if i + 1 == len(steps):
+                    raise _unreadable(path, _reason(err)) from None
+                moved = self._set_aside(step)
+                _LOG.warning(
+                    "checkpoint %s is unreadable (%s): moved to %s; resuming from the older "
+                    "checkpoint %s (steps after %d are trained again)",
+                    path, _reason(err), moved, self._latest_dir(steps[i + 1]), steps[i + 1],
+                )  # fmt: skip
+                continue
+            set_pure_state(model, restored.state["model"])
+            set_pure_state(optimizer, restored.state["optimizer"])
+            return loop
+        return None
 
     # ------------------------------------------------------------------ best
     def save_best(self, epoch: int, model, info: dict[str, Any]) -> None:
@@ -158,12 +227,20 @@ class Checkpoints:
                 f"(found {sorted(self.best.all_steps())})"
             )
         abstract = {"model": _abstract(get_pure_state(model))}
-        restored = self.best.restore(
-            epoch,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()
-            ),
-        )
+        try:
+            _check_readable(os.path.join(self.directory, "best", str(epoch)))
+            restored = self.best.restore(
+                epoch,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as err:  # orbax / tensorstore / JSON errors alike: unreadable
+            path = os.path.join(self.directory, "best", str(epoch))
+            raise ValueError(
+                f"best checkpoint {path} is unreadable ({_reason(err)}); delete "
+                f"{self.directory} (or the whole workdir) to train this run again"
+            ) from None
         set_pure_state(model, restored.state["model"])
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -17,10 +18,12 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from pgcnn_jax.data import load_dataset
-from pgcnn_jax.models import count_params
+from pgcnn_jax.data import get_spec, load_dataset
+from pgcnn_jax.models import check_kernel_memory, count_params
 from pgcnn_jax.train._checkpoint import Checkpoints
 from pgcnn_jax.train._config import TrainConfig, config_differences
+from pgcnn_jax.train._errors import TrainingDiverged
+from pgcnn_jax.train._lock import lock_workdir
 from pgcnn_jax.train._metrics import MetricsLog, MetricSums, write_json
 from pgcnn_jax.train._schedule import schedule_for
 from pgcnn_jax.train._state import (
@@ -146,7 +149,22 @@ def check_workdir(config: TrainConfig, workdir: str, *, record: bool = True) -> 
     """Refuses a ``workdir`` whose checkpoints come from a different config (``ValueError``
     naming the differing keys) and records ``config`` in ``workdir/config.json``. Without a
     checkpoint, stale ``metrics.jsonl`` / ``results.json`` are removed. With
-    ``record=False`` only the check is made: nothing is created, written or removed."""
+    ``record=False`` only the check is made: nothing is written or removed.
+
+    Before anything is written, a model whose kernel rendering cannot fit in memory is
+    refused (``ValueError`` from :func:`~pgcnn_jax.models.check_kernel_memory`, with the
+    batch size as element sets per forward when sampling per batch element). Raises
+    :class:`~pgcnn_jax.train.WorkdirLocked` when another process trains in ``workdir``."""
+    check_kernel_memory(
+        config.model,
+        in_features=get_spec(config.dataset).image_shape[-1],
+        num_samples=config.batch_size if config.model.sample_per_batch_element else 1,
+    )
+    with lock_workdir(workdir):
+        _check_workdir(config, workdir, record)
+
+
+def _check_workdir(config: TrainConfig, workdir: str, record: bool) -> None:
     path = os.path.join(workdir, CONFIG_FILE)
     has_checkpoints = Checkpoints.exists(workdir)
     if has_checkpoints:
@@ -187,7 +205,10 @@ class _Printer:
 
 
 def _is_improvement(loop: LoopState, acc: float, loss: float) -> bool:
-    """``>=`` on accuracy; an equal accuracy counts only with a validation loss not higher."""
+    """``>=`` on accuracy; an equal accuracy counts only with a validation loss not higher.
+    A non-finite validation loss never improves."""
+    if not math.isfinite(loss):
+        return False
     if loop.best_val_accuracy is None or acc > loop.best_val_accuracy:
         return True
     return acc == loop.best_val_accuracy and loss <= loop.best_val_loss
@@ -213,14 +234,28 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = Tr
     has finished); resumed, it redoes the epoch in full (see :class:`LoopState`).
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` and
-    ``results.json`` under ``workdir``, the first only once the data are loaded (a run whose
-    data cannot be had leaves nothing behind); the learning-rate schedule counts epochs of the
-    training set actually loaded (:meth:`TrainConfig.steps_per_epoch`). Returns the results
-    dict.
+    ``results.json`` (strict JSON: ``null`` for a non-finite number) under ``workdir``, the
+    first only once the data are loaded (a run whose data cannot be had leaves nothing
+    behind); the learning-rate schedule counts epochs of the training set actually loaded
+    (:meth:`TrainConfig.steps_per_epoch`). Returns the results dict. The run holds an
+    exclusive lock on ``workdir`` throughout.
+
+    Raises:
+      TrainingDiverged: the loss or the model state became NaN / inf. It is detected where
+        the loop reads the step metrics anyway (progress updates, checkpoints, epoch ends);
+        ``checkpoints/latest`` keeps the last finite state, no non-finite epoch is selected.
+      WorkdirLocked: another process is training in ``workdir``.
+      ValueError: a bad config, a workdir of another config, or an unreadable checkpoint
+        with no older intact one.
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     workdir = os.fspath(workdir)
+    with lock_workdir(workdir):
+        return _train_and_evaluate(config, workdir, progress)
+
+
+def _train_and_evaluate(config: TrainConfig, workdir: str, progress: bool) -> dict:
     check_workdir(config, workdir, record=False)
     say = _Printer(progress)
     results_path = os.path.join(workdir, RESULTS_FILE)
@@ -281,11 +316,36 @@ class _Session:
         self.steps = StepRunner(
             model, optimizer, weight_decay=config.weight_decay, monotonic=config.monotonic
         )
+        self.checked_step = self.loop.step  # steps up to here had finite losses and states
+
+    def check_finite(self, sums: MetricSums) -> None:
+        """Raises :class:`TrainingDiverged` when a training step since the last check had a
+        non-finite loss or state (reads only metrics already on their way to the host)."""
+        if sums.finite:
+            self.checked_step = self.loop.step
+            return
+        raise self.diverged(
+            f"the loss or a parameter became NaN/inf between steps {self.checked_step} and "
+            f"{self.loop.step} (epoch {self.loop.epoch})"
+        )
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        saved = self.ckpt.latest.latest_step()
+        kept = (
+            f"{self.ckpt.directory}/latest keeps the last finite state (step {saved})"
+            if saved is not None
+            else "no checkpoint was saved"
+        )
+        return TrainingDiverged(
+            f"training diverged: {what}; {kept}. Lower the learning rate (lr={self.config.lr}, "
+            f"lr_probs={self.config.lr_probs_or_lr}) or clip gradients (--set=gradient_clip=...)"
+        )
 
     def elapsed(self) -> float:
         return self.start_seconds + time.perf_counter() - self.t_session
 
     def save_latest(self, sums: MetricSums, epoch_t0: float) -> None:
+        self.check_finite(sums)  # never save a non-finite state
         self.steps.sync()
         loop = self.loop
         loop.train, loop.seconds = sums.to_dict(), self.elapsed()
@@ -333,6 +393,7 @@ class _Session:
             if self.progress and loop.step % 20 == 0:  # a host sync: not every step
                 loss = float(out["loss_sum"]) / int(out["count"])
                 bar.set_postfix(epoch=loop.epoch, loss=f"{loss:.4f}", refresh=False)
+                self.check_finite(sums)
             stopping = loop.step == config.max_steps  # end_epoch(partial=True) saves then
             if every and loop.step % every == 0 and loop.epoch_step < spe and not stopping:
                 self.save_latest(sums, epoch_t0)
@@ -346,12 +407,15 @@ class _Session:
         finished, and the "latest" checkpoint stays inside the epoch, remembering the
         selection before this pass (``LoopState.before_partial``) for a resumed run."""
         config, loop, model = self.config, self.loop, self.model
+        self.check_finite(sums)
         self.steps.sync()
         epoch = loop.epoch
         if partial:
             loop.before_partial = {k: getattr(loop, k) for k in _SELECTION_FIELDS}
         eval_key = jax.random.fold_in(root_key(config.seed, EVAL_SALT), epoch)
         val = evaluate(model, self.splits.validation, eval_key, config)
+        if not val.finite:  # finite weights whose outputs overflow: not a usable model
+            raise self.diverged(f"the validation loss of epoch {epoch} is {val.loss}")
         improved = (not partial or loop.best_epoch is None) and _is_improvement(
             loop, val.accuracy, val.loss
         )

@@ -1,25 +1,28 @@
-"""Metric sums over batches and the per-epoch ``metrics.jsonl`` log."""
+"""Metric sums over batches, the per-epoch ``metrics.jsonl`` log and strict JSON files."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
 import jax
 
-__all__ = ["MetricSums", "MetricsLog", "write_json"]
+__all__ = ["MetricSums", "MetricsLog", "strict_json", "write_json"]
 
 
 class MetricSums:
-    """Running ``loss_sum`` / ``correct`` / ``count`` over the batches of a pass.
+    """Running ``loss_sum`` / ``correct`` / ``count`` over the batches of a pass, and
+    ``nonfinite``: the number of steps whose loss or updated state was not finite.
 
     Step outputs stay on the device until :meth:`flush` (no host sync per step); they are then
     added in step order in float64, so a pass split by a restart sums to the same value.
     """
 
-    def __init__(self, loss_sum: float = 0.0, correct: int = 0, count: int = 0):
+    def __init__(self, loss_sum: float = 0.0, correct: int = 0, count: int = 0, nonfinite: int = 0):
         self.loss_sum, self.correct, self.count = float(loss_sum), int(correct), int(count)
+        self.nonfinite = int(nonfinite)
         self._pending: list[dict[str, jax.Array]] = []
 
     def add(self, metrics: dict[str, jax.Array]) -> None:
@@ -30,6 +33,7 @@ class MetricSums:
             self.loss_sum += float(m["loss_sum"])
             self.correct += int(m["correct"])
             self.count += int(m["count"])
+            self.nonfinite += int(m.get("nonfinite", 0))
         self._pending = []
         return self
 
@@ -43,16 +47,38 @@ class MetricSums:
         self.flush()
         return self.correct / max(self.count, 1)
 
+    @property
+    def finite(self) -> bool:
+        """No step of the pass had a non-finite loss or state, and the loss sum is finite."""
+        self.flush()
+        return self.nonfinite == 0 and math.isfinite(self.loss_sum)
+
     def to_dict(self) -> dict[str, Any]:
         self.flush()
-        return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count}
+        out = {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count}
+        if self.nonfinite:
+            out["nonfinite"] = self.nonfinite
+        return out
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by ``None``: what JSON can
+    represent (``json.dumps`` would write the invalid tokens ``NaN`` / ``Infinity``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON atomically (temporary file + rename)."""
+    """Writes ``obj`` as indented strict JSON (:func:`strict_json`) atomically (temporary
+    file + rename)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
+        json.dump(strict_json(obj), f, indent=2, sort_keys=False, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -84,11 +110,11 @@ class MetricsLog:
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as f:
             for r in kept:
-                f.write(json.dumps(r) + "\n")
+                f.write(json.dumps(strict_json(r), allow_nan=False) + "\n")
         os.replace(tmp, self.path)
 
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -64,11 +64,29 @@ def _objective(model, batch, key, weight_decay: float, monotonic: float):
     return loss, (correct, count)
 
 
-def _metrics(loss, correct, count) -> dict[str, jax.Array]:
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point leaf of ``tree`` is finite (a scalar bool)."""
+    checks = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
+
+
+def _metrics(loss, correct, count, state=None) -> dict[str, jax.Array]:
+    """The step's sums and ``nonfinite``: 1 when the loss (or, after a training step, any
+    floating-point entry of the updated model ``state``) is NaN or infinite, else 0. The
+    flag travels with the metrics the loop reads anyway, so detecting divergence costs no
+    extra host sync."""
+    finite = jnp.isfinite(loss)
+    if state is not None:
+        finite = finite & _all_finite(state)
     return {
         "loss_sum": loss * count,
         "correct": correct.astype(jnp.int32),
         "count": count.astype(jnp.int32),
+        "nonfinite": (~finite).astype(jnp.int32),
     }
 
 
@@ -86,8 +104,9 @@ def train_step(
 
     ``key`` is the step key (``fold_in(root, step)``); the model is called with
     ``nnx.Rngs(sample=..., dropout=...)`` derived from it. The model and optimizer buffers are
-    donated. Returns ``{"loss_sum", "correct", "count"}`` of the batch, where ``loss_sum`` is
-    ``B`` times the objective (so sums over batches divided by counts are means).
+    donated. Returns ``{"loss_sum", "correct", "count", "nonfinite"}`` of the batch, where
+    ``loss_sum`` is ``B`` times the objective (so sums over batches divided by counts are
+    means) and ``nonfinite`` is 1 when the loss or the updated model state holds a NaN / inf.
     """
     _TRACES["train_step"] += 1
 
@@ -96,7 +115,7 @@ def train_step(
 
     (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
-    return _metrics(loss, correct, count)
+    return _metrics(loss, correct, count, nnx.state(model))
 
 
 @nnx.jit(static_argnames=("weight_decay", "monotonic"))
@@ -139,7 +158,8 @@ def _train_state(
 
     (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
-    return nnx.state(model), nnx.state(optimizer), _metrics(loss, correct, count)
+    state = nnx.state(model)
+    return state, nnx.state(optimizer), _metrics(loss, correct, count, state)
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("weight_decay", "monotonic"))

@@ -1,0 +1,107 @@
+"""How much memory rendering a model's kernels takes, checked before the model is built."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from pgcnn_jax.groups import get_group
+from pgcnn_jax.models._common import block_widths
+from pgcnn_jax.models._config import ModelConfig
+
+__all__ = ["available_memory", "check_kernel_memory", "kernel_memory_bytes"]
+
+_FALLBACK_LIMIT = 64 * 2**30  # when neither the device nor the host reports its memory
+_FLOAT_BYTES = 4
+
+
+def kernel_memory_bytes(config: ModelConfig, *, in_features: int, num_samples: int = 1) -> int:
+    """Bytes of the largest kernel rendering of one forward + backward pass (an estimate).
+
+    For the group convolution with the most channels ``C_in C_out`` (the lifting
+    convolution when it is larger), the kernel net evaluates
+    ``S N_out N_in k^2`` points: its input, its ``kernel_layers - 1`` hidden activations
+    (kept for the backward pass) and its output, plus the rendered HWIO kernel of the same
+    size as the output::
+
+        4 S N^2 k^2 (2 + d + (L - 1) H + 2 C_in C_out)   bytes (float32)
+
+    ``num_samples`` is ``S``: 1, or the batch size with ``sample_per_batch_element``. The
+    feature maps and the convolutions themselves come on top.
+    """
+    group = get_group(config.group)
+    n, k, h, layers = (
+        config.num_elements,
+        config.kernel_size,
+        config.kernel_hidden,
+        config.kernel_layers,
+    )
+    widths = block_widths(config)
+    channels = max(b * max(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+    hidden = max(layers - 1, 0) * h
+    group_conv = n * n * k * k * (2 + group.dim + hidden + 2 * channels)
+    lifting = n * k * k * (2 + hidden + 2 * in_features * widths[0])
+    return _FLOAT_BYTES * num_samples * max(group_conv, lifting)
+
+
+def available_memory() -> tuple[int, str]:
+    """``(bytes, where)``: the first device's memory limit when it reports one (GPU, TPU),
+    else the host's physical memory, else a fixed 64 GiB."""
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # some backends do not implement memory_stats
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host memory"
+    except (AttributeError, ValueError, OSError):
+        return _FALLBACK_LIMIT, "assumed limit"
+
+
+def _size(num: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if num < 1024 or unit == "PiB":
+            return f"{num:.1f} {unit}"
+        num /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_kernel_memory(
+    config: ModelConfig,
+    *,
+    in_features: int,
+    num_samples: int = 1,
+    limit: int | None = None,
+) -> int:
+    """Refuses a model whose kernel rendering (:func:`kernel_memory_bytes`) cannot fit.
+
+    Args:
+      config: the model.
+      in_features: image channels.
+      num_samples: element sets per forward (the batch size with
+        ``sample_per_batch_element``).
+      limit: bytes available; default :func:`available_memory`.
+
+    Returns:
+      The estimate in bytes.
+
+    Raises:
+      ValueError: the estimate exceeds ``limit``; the message names both numbers and the
+        settings that drive the estimate.
+    """
+    need = kernel_memory_bytes(config, in_features=in_features, num_samples=num_samples)
+    where = "given limit"
+    if limit is None:
+        limit, where = available_memory()
+    if need > limit:
+        raise ValueError(
+            f"rendering the kernels of this model needs about {_size(need)} "
+            f"(num_elements={config.num_elements}, kernel_size={config.kernel_size}, "
+            f"kernel_hidden={config.kernel_hidden}, widths up to {max(block_widths(config))}, "
+            f"{num_samples} element set(s) per forward), more than the {_size(limit)} of "
+            f"{where}; use fewer elements, a smaller kernel or narrower layers"
+        )
+    return need
