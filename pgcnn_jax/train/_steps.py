@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from pgcnn_jax.models import kernel_norm_penalty, monotonic_penalty
+from pgcnn_jax.nn import advance_gumbel_steps
 
 __all__ = ["StepRunner", "eval_state", "eval_step", "step_rngs", "trace_counts", "train_step"]
 
@@ -96,6 +97,7 @@ def train_step(
 
     (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
+    advance_gumbel_steps(model)  # the temperature schedule counts optimiser steps
     return _metrics(loss, correct, count)
 
 
@@ -139,6 +141,7 @@ def _train_state(
 
     (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
+    advance_gumbel_steps(model)  # the temperature schedule counts optimiser steps
     return nnx.state(model), nnx.state(optimizer), _metrics(loss, correct, count)
 
 
