@@ -29,6 +29,7 @@ from pgcnn_jax.train import (
     layer_summary,
     train_step,
 )
+from pgcnn_jax.train._state import get_pure_state, set_pure_state
 
 E2 = get_group("e2")
 
@@ -286,6 +287,17 @@ def test_gumbel_counter_advances_once_per_optimiser_step(key):
     assert float(model.conv.temperature()) == pytest.approx(0.5 - 0.5 * (0.5 - 1e-4), rel=1e-6)
     with pytest.raises(ValueError, match="gumbel horizon"):
         pg.nn.set_gumbel_horizon(model, 0)
+
+
+def test_checkpoints_leave_the_horizon_to_the_config():
+    model = _TinyPartialNet(nnx.Rngs(0))
+    pg.nn.set_gumbel_horizon(model, 9)
+    pure = get_pure_state(model)
+    assert "gumbel_horizon" not in pure["conv"] and "gumbel_step" in pure["conv"]
+    other = _TinyPartialNet(nnx.Rngs(1))
+    set_pure_state(other, pure)  # restores everything it holds
+    np.testing.assert_array_equal(other.conv.theta[...], model.conv.theta[...])
+    assert int(other.conv.gumbel_horizon[...]) == 100_000  # its own
 
 
 def test_models_get_the_horizon_of_their_train_config():

@@ -13,7 +13,7 @@ from flax import nnx
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.groups import subset_size
 from pgcnn_jax.models import AugmentationParam, build_model, partial_layers
-from pgcnn_jax.nn import DistributionParam
+from pgcnn_jax.nn import DistributionParam, GumbelHorizon
 from pgcnn_jax.train._config import TrainConfig
 from pgcnn_jax.train._schedule import schedule_for
 
@@ -118,15 +118,21 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+# The Gumbel horizons come from the config (create_model), so checkpoints leave them out:
+# checkpoints written before the horizon became state still restore.
+_CHECKPOINTED = nnx.Not(GumbelHorizon)
+
+
 def get_pure_state(node: Any) -> Any:
-    """``nnx.state(node)`` as a pure dict of arrays (PRNG keys as raw key data), for orbax."""
-    pure = nnx.to_pure_dict(nnx.state(node))
+    """``nnx.state(node)`` as a pure dict of arrays (PRNG keys as raw key data), for orbax;
+    without the Gumbel horizons (derived from the config)."""
+    pure = nnx.to_pure_dict(nnx.state(node, _CHECKPOINTED))
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, pure)
 
 
 def set_pure_state(node: Any, pure: Any) -> None:
     """Inverse of :func:`get_pure_state`: writes the arrays of ``pure`` into ``node``."""
-    state = nnx.state(node)
+    state = nnx.state(node, _CHECKPOINTED)
     template = nnx.to_pure_dict(state)
     pure = jax.tree.map(
         lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
