@@ -88,10 +88,14 @@ def test_config_round_trip_through_json():
 
 
 def test_config_sets_the_gumbel_horizon():
-    # REFERENCE 5.3: T_gumbel = epochs * ceil(nominal size / batch).
-    assert TrainConfig(dataset="cifar10").model.gumbel_horizon == 300 * 704
-    assert TrainConfig(dataset="rotmnist", epochs=205, batch_size=128).model.gumbel_horizon == 16195
-    assert TrainConfig(dataset="mnist6_180").model.gumbel_horizon == 55500
+    # REFERENCE 5.3: T_gumbel = epochs * ceil(nominal size / batch), recorded in the model
+    # config too (config.json).
+    for config, horizon in [
+        (TrainConfig(dataset="cifar10"), 300 * 704),
+        (TrainConfig(dataset="rotmnist", epochs=205, batch_size=128), 16195),
+        (TrainConfig(dataset="mnist6_180"), 55500),
+    ]:
+        assert config.gumbel_horizon == config.model.gumbel_horizon == horizon
 
 
 @pytest.mark.parametrize(
@@ -213,6 +217,21 @@ def test_lr_probs_partition_and_no_retrace(key):
     # theta of block1.conv1, block1.conv2 and the final conv; nothing else.
     assert len(changed) == 3 and all(p.endswith("['theta']") for p in changed), changed
     assert int(optimizer.step[...]) == 4
+
+
+def test_configs_differing_only_in_epochs_share_the_train_step(key):
+    # The Gumbel horizon (epochs * steps per epoch) is traced state, and a constant schedule
+    # does not depend on epochs: the step compiled for one config serves the other.
+    batch = _batch(key)
+    retraces = []
+    for epochs in (2, 9):
+        config = tiny_config(None, lr=0.0, lr_probs=0.1, scheduler="constant", epochs=epochs)
+        model = create_model(config)
+        optimizer = create_optimizer(config, model)
+        before = trace_counts().get("train_step", 0)
+        train_step(model, optimizer, batch, key)
+        retraces.append(trace_counts()["train_step"] - before)
+    assert retraces[1] == 0, "a config differing only in epochs retraced the train step"
 
 
 def test_kernel_norm_penalty_keeps_gradients_finite(key):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pgcnn_jax.analysis._record import conv_layers, record_features
-from pgcnn_jax.groups import partial_count
+from pgcnn_jax.groups import subset_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,8 @@ class LayerSubset:
         layers of mirror groups, ``None`` for groups without mirrors).
       keep_probs: per grid element keep probabilities (deterministic partial layers).
       num_elements: slots ``N`` of the layer.
-      num_rotations: rotations ``N'`` (SE2) or ``R'`` (E2) sampled at this ``theta``.
+      num_rotations: rotations ``N'`` (SE2) or ``R'`` (E2) kept at the current parameters
+        (:func:`pgcnn_jax.groups.subset_size`).
     """
 
     name: str
@@ -47,23 +48,27 @@ class LayerSubset:
 def _subset(name: str, layer) -> LayerSubset:
     g = layer.group
     n = layer.num_elements
-    rot = g.num_rotations(n)
-    theta = getattr(layer, "theta", None)
-    theta = 1.0 if theta is None else float(theta[...])
+    theta_param = getattr(layer, "theta", None)
+    keep = getattr(layer, "keep", None)
+    mirror = getattr(layer, "mirror", None)
+    count, _ = subset_size(
+        g,
+        n,
+        theta=None if theta_param is None else theta_param[...],
+        keep=None if keep is None else keep[...],
+        mirror=None if mirror is None else mirror[...],
+    )
+    theta = 1.0 if theta_param is None else float(theta_param[...])
     if not g.has_rotations:
-        theta_out, interval, count = None, None, rot
+        theta_out, interval = None, None
     else:
         theta_out, interval = theta, (-180.0 * abs(theta), 180.0 * abs(theta))
-        count = int(partial_count(rot, theta, signed_ceil=g.has_mirror))
-    mirror = getattr(layer, "mirror", None)
     mirror_prob = None
     if g.has_mirror:
         mirror_prob = 1.0 if mirror is None else float(jax.nn.sigmoid(2.0 * mirror[...]))
-    keep = getattr(layer, "keep", None)
     keep_probs = None
     if keep is not None:
         keep_probs = tuple(float(p) for p in jax.nn.sigmoid(2.0 * keep[...]))
-        count = 1 + int(round(sum(keep_probs)))
     return LayerSubset(
         name=name,
         group=g.name,

@@ -3,16 +3,26 @@
 Pure ``jax.numpy``; no Flax.
 """
 
-from pgcnn_jax.groups._group import GROUP_NAMES, TWO_PI, Group, get_group, mirror_layout
+from pgcnn_jax.groups._group import (
+    ANGLE_SNAP,
+    GROUP_NAMES,
+    TWO_PI,
+    Group,
+    get_group,
+    mirror_layout,
+    wrap_angle,
+)
 from pgcnn_jax.groups._sampling import (
     SAMPLING_METHODS,
     gumbel_temperature,
     partial_count,
     relaxed_bernoulli_st,
     sample_elements,
+    subset_size,
 )
 
 __all__ = [
+    "ANGLE_SNAP",
     "GROUP_NAMES",
     "SAMPLING_METHODS",
     "TWO_PI",
@@ -23,4 +33,6 @@ __all__ = [
     "partial_count",
     "relaxed_bernoulli_st",
     "sample_elements",
+    "subset_size",
+    "wrap_angle",
 ]

@@ -17,8 +17,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 TWO_PI = 2.0 * math.pi
+
+# Wrapped angles closer than this to 0 or 2 pi are the identity rotation up to float32
+# rounding: 8 ulps of 2 pi in float32 (3.8e-6 rad).
+ANGLE_SNAP = 8 * float(np.spacing(np.float32(TWO_PI)))
 
 GROUP_NAMES = ("se2", "e2", "t2", "mirror")
 
@@ -72,13 +77,14 @@ class Group:
         return e
 
     def product(self, g1: jax.typing.ArrayLike, g2: jax.typing.ArrayLike) -> jax.Array:
-        """Group product ``g1 * g2`` (broadcasting over leading axes); angle wrapped."""
+        """Group product ``g1 * g2`` (broadcasting over leading axes); angle wrapped by
+        :func:`wrap_angle`."""
         g1, g2 = jnp.broadcast_arrays(jnp.asarray(g1), jnp.asarray(g2))
         if not self.has_mirror:
-            return jnp.mod(g1 + g2, TWO_PI)
+            return wrap_angle(g1 + g2)
         r1, m1 = g1[..., 0], g1[..., 1]
         r2, m2 = g2[..., 0], g2[..., 1]
-        return jnp.stack([jnp.mod(r2 + m2 * r1, TWO_PI), m1 * m2], axis=-1)
+        return jnp.stack([wrap_angle(r2 + m2 * r1), m1 * m2], axis=-1)
 
     def inverse(self, g: jax.typing.ArrayLike) -> jax.Array:
         """Group inverse (not wrapped, like the reference; the next product wraps)."""
@@ -101,19 +107,24 @@ class Group:
         return jnp.stack([jnp.stack([c, s], -1), jnp.stack([-m * s, m * c], -1)], -2)
 
     def inverse_matrix(self, g: jax.typing.ArrayLike) -> jax.Array:
-        """``A(g)^{-1} = [[cos r, -m sin r], [sin r, m cos r]]``, shape ``[..., 2, 2]``."""
-        g = jnp.asarray(g)
-        r = g[..., 0]
-        m = g[..., 1] if self.has_mirror else jnp.ones_like(r)
-        c, s = jnp.cos(r), jnp.sin(r)
-        return jnp.stack([jnp.stack([c, -m * s], -1), jnp.stack([s, m * c], -1)], -2)
+        """``A(g)^{-1}``, computed as the matrix of the inverse element ``A(g^{-1})``, shape
+        ``[..., 2, 2]`` (REFERENCE 1.3).
+
+        For mirror groups this is ``A(-m r, m) = [[cos(m r), -sin(m r)], [m sin(m r),
+        m cos(m r)]]``. At ``m = +-1`` it equals the explicit inverse ``[[cos r, -m sin r],
+        [sin r, m cos r]]``, but under partial sampling ``m`` is the relaxed straight-through
+        mirror sample, and its gradient must be the one of ``A(g^{-1})``, as in the release.
+        """
+        return self.matrix(self.inverse(g))
 
     def relative(self, g_out: jax.typing.ArrayLike, g_in: jax.typing.ArrayLike) -> jax.Array:
         """Outer relative elements ``u_i^{-1} v_j``, wrapped: ``[S, N_out, d], [S, N_in, d]``
         -> ``[S, N_out, N_in, d]`` (leading ``S`` broadcasts).
 
         The angle is ``(r_in - m_in m_out r_out) mod 2 pi``, computed directly so that identical
-        elements give exactly 0 (REFERENCE 1.5, 9.2).
+        elements give exactly 0 (REFERENCE 1.5, 9.2); pairs whose rotation is 0 up to float32
+        rounding (grid points, e.g. mirrored ``pi`` and ``pi``) give exactly 0 too
+        (:func:`wrap_angle`).
         """
         u = jnp.asarray(g_out)[..., :, None, :]
         v = jnp.asarray(g_in)[..., None, :, :]
@@ -143,6 +154,21 @@ class Group:
         if not self.has_mirror:
             return angles[:, None]
         return mirror_layout(angles, jnp.ones((rot,), jnp.float32))
+
+
+def wrap_angle(angle: jax.typing.ArrayLike) -> jax.Array:
+    """``angle mod 2 pi`` in ``[0, 2 pi)``, with values within :data:`ANGLE_SNAP` of 0 or
+    ``2 pi`` set to exactly 0.
+
+    Products of grid elements whose rotation is exactly 0 (e.g. ``pi + pi`` of an E2 grid
+    with ``R = 10``) come out of float32 rounding as ``2 pi - eps`` or ``+eps``; unsnapped,
+    ``2 pi - eps`` reaches the kernel net at the far end of its normalised input (+1 instead
+    of -1) and breaks exact equivariance. The snap changes the forward value only; the
+    gradient is the identity's (straight-through), so the relaxed samples keep theirs.
+    """
+    w = jnp.mod(jnp.asarray(angle), TWO_PI)
+    near = (w < ANGLE_SNAP) | (w > TWO_PI - ANGLE_SNAP)
+    return w + jax.lax.stop_gradient(jnp.where(near, jnp.zeros_like(w), w) - w)
 
 
 def mirror_layout(angles: jax.Array, mirror_sign: jax.Array) -> jax.Array:

@@ -13,6 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pgcnn_jax.groups._group import TWO_PI, Group
 
@@ -20,17 +21,20 @@ SAMPLING_METHODS = ("deterministic", "random")
 
 
 def gumbel_temperature(
-    step: jax.typing.ArrayLike, horizon: int, init: float = 0.5, end: float = 1e-4
+    step: jax.typing.ArrayLike,
+    horizon: jax.typing.ArrayLike,
+    init: float = 0.5,
+    end: float = 1e-4,
 ) -> jax.Array:
     """Linear relaxed-Bernoulli temperature ``tau(t) = tau0 - (t / T)(tau0 - tau1)``.
 
-    Unlike the reference (REFERENCE 1.7) the value is clamped at ``end`` past the horizon, so it
-    never turns negative.
+    ``step`` and ``horizon`` may be traced. Unlike the reference (REFERENCE 1.7) the value is
+    clamped at ``end`` past the horizon, so it never turns negative.
     """
-    if horizon < 1:
+    if isinstance(horizon, int | float) and horizon < 1:
         raise ValueError(f"gumbel horizon must be >= 1, got {horizon}")
     t = jnp.asarray(step, jnp.float32)
-    return jnp.maximum(init - (t / horizon) * (init - end), end)
+    return jnp.maximum(init - (t / jnp.asarray(horizon, jnp.float32)) * (init - end), end)
 
 
 def relaxed_bernoulli_st(
@@ -60,6 +64,49 @@ def partial_count(num: int, theta: jax.typing.ArrayLike, *, signed_ceil: bool = 
     theta = jnp.asarray(theta, jnp.float32)
     raw = jnp.abs(jnp.ceil(num * theta)) if signed_ceil else jnp.ceil(num * jnp.abs(theta))
     return jnp.clip(raw, 1, num).astype(jnp.int32)
+
+
+def subset_size(
+    group: Group,
+    num_elements: int,
+    *,
+    theta: jax.typing.ArrayLike | None = None,
+    keep: jax.typing.ArrayLike | None = None,
+    mirror: jax.typing.ArrayLike | None = None,
+) -> tuple[int, int]:
+    """The size of the subset a layer's distribution keeps at its current parameters (the N'
+    rule used by training logs and the subset analysis), as host ints ``(R', N')``.
+
+    ``R'`` counts rotations: ``min(ceil(R |theta|), R)`` with ``theta`` (:func:`partial_count`,
+    signed for mirror groups), ``1 +`` the number of keep probabilities ``sigmoid(2 keep)``
+    that are at least 1/2 with ``keep`` (the identity is always kept), else all ``R``
+    rotations. ``N' = 2 R'`` for mirror groups when the mirror probability ``sigmoid(2 mirror)``
+    is at least 1/2 (or without a mirror parameter), else ``R'``. Every choice is the mode
+    of its Bernoulli, so ``(R', N')`` is the most probable sampled subset's size.
+    """
+    n = group.check_num_elements(num_elements)
+    rot = group.num_rotations(n)
+    if theta is not None and keep is not None:
+        raise ValueError("a layer learns theta (random sampling) or keep (deterministic), not both")
+    if not group.has_rotations or rot == 1:
+        rotations = rot
+    elif theta is not None:
+        rotations = int(partial_count(rot, theta, signed_ceil=group.has_mirror))
+    elif keep is not None:
+        keep = np.asarray(keep, np.float64)
+        if keep.shape != (rot - 1,):
+            raise ValueError(f"keep must have shape ({rot - 1},), got {keep.shape}")
+        rotations = 1 + int(np.sum(_sigmoid(2.0 * keep) >= 0.5))
+    else:
+        rotations = rot
+    if not group.has_mirror:
+        return rotations, rotations
+    mirrored = mirror is None or _sigmoid(2.0 * float(np.asarray(mirror))) >= 0.5
+    return rotations, 2 * rotations if mirrored else rotations
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
 def _stratified_interval(theta: jax.Array, u: jax.Array, slots: int, count: jax.Array):

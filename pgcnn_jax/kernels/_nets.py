@@ -79,6 +79,11 @@ class MLPKernel(nnx.Module):
 
     ``norm="batch"`` normalises each hidden unit over all evaluated points (the reference's
     BatchNorm over the grid); ``"none"`` skips it. PyTorch default initialisation.
+
+    Called with a ``mask`` (``x.shape[:-1]``, 1 = valid point), the BatchNorm statistics (and
+    its running averages) are taken over the valid points only (DESIGN 4): the points of
+    masked group elements of a partial layer, which the reference never evaluates, do not
+    change the kernel rendered at the valid ones.
     """
 
     def __init__(
@@ -110,12 +115,27 @@ class MLPKernel(nnx.Module):
         )
         self.out = _torch_linear(hidden, out_features, rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    @property
+    def reduces_over_points(self) -> bool:
+        """Whether the output at one point depends on the other points (BatchNorm statistics),
+        so that renderers must pass the validity ``mask`` of the points."""
+        return len(self.norms) > 0
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """``[..., d_in] -> [..., out]``; ``mask`` (``[...]``, optional) marks the points that
+        enter the BatchNorm statistics."""
         act = _ACTIVATIONS[self.activation]
+        if mask is not None:
+            mask = jnp.asarray(mask)
+            if mask.shape != x.shape[:-1]:
+                raise ValueError(
+                    f"mask of shape {mask.shape} does not match points of shape {x.shape[:-1]}"
+                )
+            mask = mask.reshape(-1, 1) > 0
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if len(self.norms):
                 shape = x.shape
-                x = self.norms[i](x.reshape(-1, shape[-1])).reshape(shape)
+                x = self.norms[i](x.reshape(-1, shape[-1]), mask=mask).reshape(shape)
             x = act(x)
         return self.out(x)

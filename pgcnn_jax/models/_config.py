@@ -39,7 +39,11 @@ class ModelConfig:
       head: ``"pool"`` (global max / mean), ``"t2"`` (T(2) last conv), ``"mlp"`` (learnable
         pooling over ``[N, h, w]``).
       final_spatial_dim: ``(h, w)`` of the final map, for ``head="mlp"``.
-      gumbel_horizon: relaxed-Bernoulli temperature horizon (training steps).
+      gumbel_horizon: relaxed-Bernoulli temperature horizon (training steps) the partial
+        layers start with (:class:`~pgcnn_jax.train.TrainConfig` sets it to ``epochs`` times
+        the steps per epoch). The layers hold it as traced state
+        (:class:`~pgcnn_jax.nn.GumbelHorizon`), so it is left out of ``==`` and ``hash``:
+        models whose configs differ only here share compiled steps.
     """
 
     model: str = "ckresnet"
@@ -63,7 +67,7 @@ class ModelConfig:
     dropout_blocks: tuple[int, ...] = ()
     head: str = "pool"
     final_spatial_dim: tuple[int, int] = (1, 1)
-    gumbel_horizon: int = 100_000
+    gumbel_horizon: int = dataclasses.field(default=100_000, compare=False)
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:

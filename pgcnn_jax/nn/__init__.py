@@ -5,7 +5,14 @@ from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 from pgcnn_jax.nn._functional import conv2d, group_kernel, lifting_kernel
 from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
 from pgcnn_jax.nn._pool import group_max_pool, group_mean_pool, spatial_max_pool
-from pgcnn_jax.nn._variables import DistributionParam, GumbelStep, KernelNorm
+from pgcnn_jax.nn._variables import (
+    DistributionParam,
+    GumbelHorizon,
+    GumbelStep,
+    KernelNorm,
+    advance_gumbel_steps,
+    set_gumbel_horizon,
+)
 
 __all__ = [
     "PADDINGS",
@@ -14,10 +21,12 @@ __all__ = [
     "GroupConv",
     "GroupFeatures",
     "GroupLayerNorm",
+    "GumbelHorizon",
     "GumbelStep",
     "KernelNorm",
     "LiftingConv",
     "PointwiseGroupConv",
+    "advance_gumbel_steps",
     "broadcast_mask",
     "conv2d",
     "group_kernel",
@@ -26,5 +35,6 @@ __all__ = [
     "layer_norm_nhw",
     "lifting_kernel",
     "safe_norm",
+    "set_gumbel_horizon",
     "spatial_max_pool",
 ]

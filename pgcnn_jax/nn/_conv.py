@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -10,7 +12,7 @@ from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group, gumbel_temperat
 from pgcnn_jax.kernels import check_kernel_size, make_kernel_net
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 from pgcnn_jax.nn._functional import conv2d, group_kernel, lifting_kernel
-from pgcnn_jax.nn._variables import DistributionParam, GumbelStep, KernelNorm
+from pgcnn_jax.nn._variables import DistributionParam, GumbelHorizon, GumbelStep, KernelNorm
 
 PADDINGS = ("same", "valid")
 
@@ -170,6 +172,11 @@ class GroupConv(_ConvBase):
     straight-through Bernoulli per non-identity grid rotation) and, for groups with mirrors,
     ``mirror`` (straight-through Bernoulli with probability ``sigmoid(2 mirror)``).
     Execution is masked (DESIGN 4): ``N`` slots, the first ``N'`` valid.
+
+    The relaxed-Bernoulli temperature falls linearly over ``gumbel_horizon`` optimiser steps
+    (REFERENCE 1.7). Its step counter ``gumbel_step`` (:class:`GumbelStep`) is advanced by the
+    train steps after every update (:func:`advance_gumbel_steps`), not by forward passes;
+    the horizon ``gumbel_horizon`` is a :class:`GumbelHorizon` variable (traced state).
     """
 
     def __init__(
@@ -206,12 +213,17 @@ class GroupConv(_ConvBase):
         self.sampling, self.padding, self.partial = sampling, padding, partial
         self.sample_per_layer = sample_per_layer
         self.sample_per_batch_element = sample_per_batch_element
-        self.gumbel_horizon = int(gumbel_horizon)
+        if isinstance(gumbel_horizon, bool) or not isinstance(gumbel_horizon, numbers.Integral):
+            raise ValueError(f"gumbel_horizon must be an int, got {gumbel_horizon!r}")
+        if gumbel_horizon < 1:
+            raise ValueError(f"gumbel_horizon must be >= 1, got {gumbel_horizon}")
         self.gumbel_temperatures = tuple(gumbel_temperatures)
+        # Train / eval flag (``model.train()`` / ``model.eval()``); sampling is the same in both
+        # modes (REFERENCE 1.8) and the Gumbel step only moves with optimiser steps.
         self.deterministic = False
         rot = self.group.num_rotations(num_elements)
         rotations = self.group.has_rotations and rot > 1
-        theta = keep = mirror = step = None
+        theta = keep = mirror = step = horizon = None
         if partial and rotations and sampling == "random":
             theta = DistributionParam(jnp.ones(()))
         if partial and rotations and sampling == "deterministic":
@@ -220,8 +232,9 @@ class GroupConv(_ConvBase):
             mirror = DistributionParam(jnp.ones(()))
         if keep is not None or mirror is not None:
             step = GumbelStep(jnp.zeros((), jnp.int32))
+            horizon = GumbelHorizon(jnp.asarray(gumbel_horizon, jnp.int32))
         self.theta, self.keep, self.mirror = nnx.data(theta), nnx.data(keep), nnx.data(mirror)
-        self.gumbel_step = nnx.data(step)
+        self.gumbel_step, self.gumbel_horizon = nnx.data(step), nnx.data(horizon)
         self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = make_kernel_net(
             kernel,
@@ -241,9 +254,10 @@ class GroupConv(_ConvBase):
 
     def temperature(self) -> jax.Array:
         """Current relaxed-Bernoulli temperature of this layer."""
-        step = 0 if self.gumbel_step is None else self.gumbel_step[...]
         init, end = self.gumbel_temperatures
-        return gumbel_temperature(step, self.gumbel_horizon, init, end)
+        if self.gumbel_step is None:  # no relaxed Bernoulli in this layer
+            return jnp.asarray(init, jnp.float32)
+        return gumbel_temperature(self.gumbel_step[...], self.gumbel_horizon[...], init, end)
 
     def sample(self, key: jax.Array | None, num_samples: int = 1):
         """Draws this layer's output elements: ``(elements [S, N, d], mask [S, N])``.
@@ -285,8 +299,6 @@ class GroupConv(_ConvBase):
             key = _sample_key(rngs, "GroupConv") if needs_key else None
             s = v.shape[0] if self.sample_per_batch_element else 1
             g_out, mask_out = self.sample(key, s)
-            if self.gumbel_step is not None and not self.deterministic:
-                self.gumbel_step[...] = self.gumbel_step[...] + 1
         else:
             if h.elements.shape[1] != self.num_elements:
                 raise ValueError(

@@ -28,6 +28,15 @@ def _rotated_positions(group: Group, elements: jax.Array, kernel_size: int) -> j
     return jnp.einsum("snab,yxb->snyxa", a_inv, relative_positions(kernel_size))
 
 
+def _apply_net(net: KernelNet, x: jax.Array, mask: jax.Array) -> jax.Array:
+    """``net(x)``; nets whose output at a point depends on the other points (an MLP kernel's
+    BatchNorm, ``net.reduces_over_points``) also get the ``[...]`` validity mask of the points,
+    so that masked elements do not enter their statistics (DESIGN 4)."""
+    if getattr(net, "reduces_over_points", False):
+        return net(x, mask=jnp.broadcast_to(mask, x.shape[:-1]))
+    return net(x)
+
+
 def lifting_kernel(
     net: KernelNet,
     group: Group,
@@ -69,14 +78,15 @@ def group_kernel(
     pair_mask = mask_out[:, :, None] * mask_in[:, None, :]  # [S, No, Ni]
     pair_mask = jnp.broadcast_to(pair_mask, (s, n_out, n_in))
     if kernel_size == 0:
-        psi = net(rel).reshape(s, n_out, n_in, out_features, in_features)
+        psi = _apply_net(net, rel, pair_mask).reshape(s, n_out, n_in, out_features, in_features)
         psi = psi * pair_mask[..., None, None]
         return psi.transpose(0, 2, 4, 1, 3).reshape(s, 1, 1, n_in * in_features, -1)
     k = kernel_size
     pos = jnp.broadcast_to(_rotated_positions(group, g_out, k), (s, n_out, k, k, 2))
     pos = jnp.broadcast_to(pos[:, :, None], (s, n_out, n_in, k, k, 2))
     rel = jnp.broadcast_to(rel[:, :, :, None, None, :], (s, n_out, n_in, k, k, rel.shape[-1]))
-    psi = net(jnp.concatenate([pos, rel], axis=-1))
+    point_mask = pair_mask[:, :, :, None, None]  # every tap of a valid pair is evaluated
+    psi = _apply_net(net, jnp.concatenate([pos, rel], axis=-1), point_mask)
     psi = psi.reshape(s, n_out, n_in, k, k, out_features, in_features)
     disc = disc_mask(k)[None, None, None, :, :, None, None]
     psi = psi * (disc * pair_mask[:, :, :, None, None, None, None])

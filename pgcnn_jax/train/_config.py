@@ -34,9 +34,11 @@ class TrainConfig:
 
     Attributes:
       dataset: registry name (:data:`pgcnn_jax.data.DATASET_NAMES`).
-      model: the :class:`~pgcnn_jax.models.ModelConfig`. Its ``gumbel_horizon`` is set to the
-        nominal number of training steps ``epochs * ceil(nominal_train_size / batch_size)``
-        (REFERENCE 1.7) whatever value is passed.
+      model: the :class:`~pgcnn_jax.models.ModelConfig`. Its ``gumbel_horizon`` is set to
+        :attr:`gumbel_horizon` whatever value is passed, so that ``config.json`` records the
+        horizon the run used. The models hold the horizon as traced state
+        (:class:`~pgcnn_jax.nn.GumbelHorizon`): runs that differ only in ``epochs`` share one
+        compiled train step.
       data: ``None`` (TFDS) or ``"npz:PATH"``.
       data_dir: TFDS data directory (``None``: the TFDS default).
       epochs: training epochs.
@@ -84,7 +86,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 200
 
     def __post_init__(self):
-        spec = get_spec(self.dataset)
+        get_spec(self.dataset)  # an unknown dataset raises here
         if not isinstance(self.model, ModelConfig):
             raise ValueError(f"model must be a ModelConfig, got {type(self.model).__name__}")
         if self.data is not None and not (
@@ -123,8 +125,10 @@ class TrainConfig:
             raise ValueError(
                 f"rot_interval is only supported for 'mnist6_180', got {self.dataset!r}"
             )
-        horizon = self.epochs * math.ceil(spec.nominal_train_size / self.batch_size)
+        horizon = self.gumbel_horizon
         if self.model.gumbel_horizon != horizon:
+            # Normalising a field of a frozen dataclass in ``__post_init__`` (the documented
+            # idiom): the config stays immutable after construction.
             object.__setattr__(self, "model", self.model.replace(gumbel_horizon=horizon))
 
     # ------------------------------------------------------------------ derived numbers
@@ -149,6 +153,12 @@ class TrainConfig:
         if not _is_int(n) or n < 1:
             raise ValueError(f"num_train_examples must be a positive int, got {n!r}")
         return math.ceil(n / self.batch_size)
+
+    @property
+    def gumbel_horizon(self) -> int:
+        """Horizon ``T = epochs * I`` of the relaxed-Bernoulli temperature, in optimiser steps
+        (REFERENCE 1.7); the Gumbel step counters advance once per optimiser step."""
+        return self.epochs * self.steps_per_nominal_epoch
 
     @property
     def lr_probs_or_lr(self) -> float:

@@ -11,9 +11,9 @@ import optax
 from flax import nnx
 
 from pgcnn_jax.data import get_spec
-from pgcnn_jax.groups import partial_count
+from pgcnn_jax.groups import subset_size
 from pgcnn_jax.models import AugmentationParam, build_model, partial_layers
-from pgcnn_jax.nn import DistributionParam
+from pgcnn_jax.nn import DistributionParam, GumbelHorizon
 from pgcnn_jax.train._config import TrainConfig
 from pgcnn_jax.train._schedule import schedule_for
 
@@ -100,13 +100,14 @@ def create_optimizer(
     labels = param_labels(model)
     flat, _ = jax.tree_util.tree_flatten_with_path(labels)
     i = config.steps_per_nominal_epoch if steps_per_epoch is None else steps_per_epoch
+    cosine = config.scheduler == "cosine"  # a constant schedule does not depend on epochs
     key = (
         config.lr,
         config.lr_probs_or_lr,
         config.scheduler,
-        config.warmup_epochs * i,
-        (config.epochs - config.warmup_epochs) * i,
-        config.lr_min,
+        config.warmup_epochs * i if cosine else None,
+        (config.epochs - config.warmup_epochs) * i if cosine else None,
+        config.lr_min if cosine else None,
         config.gradient_clip,
         tuple((jax.tree_util.keystr(path), label) for path, label in flat),
     )
@@ -124,15 +125,21 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+# The Gumbel horizons come from the config (create_model), so checkpoints leave them out:
+# checkpoints written before the horizon became state still restore.
+_CHECKPOINTED = nnx.Not(GumbelHorizon)
+
+
 def get_pure_state(node: Any) -> Any:
-    """``nnx.state(node)`` as a pure dict of arrays (PRNG keys as raw key data), for orbax."""
-    pure = nnx.to_pure_dict(nnx.state(node))
+    """``nnx.state(node)`` as a pure dict of arrays (PRNG keys as raw key data), for orbax;
+    without the Gumbel horizons (derived from the config)."""
+    pure = nnx.to_pure_dict(nnx.state(node, _CHECKPOINTED))
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, pure)
 
 
 def set_pure_state(node: Any, pure: Any) -> None:
     """Inverse of :func:`get_pure_state`: writes the arrays of ``pure`` into ``node``."""
-    state = nnx.state(node)
+    state = nnx.state(node, _CHECKPOINTED)
     template = nnx.to_pure_dict(state)
     pure = jax.tree.map(
         lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
@@ -151,22 +158,15 @@ def _float(x: Any) -> float:
 
 
 def _element_count(layer) -> int:
-    """``N'`` a partial layer uses at its current parameters (the mode of its distribution):
-    ``min(ceil(R |theta|), R)`` rotations (REFERENCE 1.6), or ``1 +`` the keep probabilities
-    above 1/2 for deterministic partial layers, doubled when the mirror probability
-    ``sigmoid(2 p)`` is at least 1/2."""
-    group = layer.group
-    rot = group.num_rotations(layer.num_elements)
-    if layer.theta is not None:
-        count = int(partial_count(rot, layer.theta[...], signed_ceil=group.has_mirror))
-    elif layer.keep is not None:
-        count = 1 + int(np.sum(np.asarray(jax.nn.sigmoid(2.0 * layer.keep[...])) >= 0.5))
-    else:
-        count = rot
-    if group.has_mirror:
-        full_mirror = layer.mirror is None or _float(jax.nn.sigmoid(2.0 * layer.mirror[...])) >= 0.5
-        count *= 2 if full_mirror else 1
-    return count
+    """``N'`` a partial layer uses at its current parameters: :func:`pgcnn_jax.groups.subset_size`
+    (the one N' rule, shared with the subset analysis)."""
+    return subset_size(
+        layer.group,
+        layer.num_elements,
+        theta=None if layer.theta is None else layer.theta[...],
+        keep=None if layer.keep is None else layer.keep[...],
+        mirror=None if layer.mirror is None else layer.mirror[...],
+    )[1]
 
 
 def layer_summary(model: nnx.Module) -> dict[str, list]:

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from pgcnn_jax.models import kernel_norm_penalty, monotonic_penalty
+from pgcnn_jax.nn import advance_gumbel_steps
 
 __all__ = ["StepRunner", "eval_state", "eval_step", "step_rngs", "trace_counts", "train_step"]
 
@@ -115,6 +116,7 @@ def train_step(
 
     (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
+    advance_gumbel_steps(model)  # the temperature schedule counts optimiser steps
     return _metrics(loss, correct, count, nnx.state(model))
 
 
@@ -158,6 +160,7 @@ def _train_state(
 
     (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
+    advance_gumbel_steps(model)  # the temperature schedule counts optimiser steps
     state = nnx.state(model)
     return state, nnx.state(optimizer), _metrics(loss, correct, count, state)
 
