@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pgcnn_jax.data import get_spec, load_dataset
 from pgcnn_jax.models import check_kernel_memory, count_params
+from pgcnn_jax.nn import set_gumbel_horizon
 from pgcnn_jax.train._checkpoint import Checkpoints
 from pgcnn_jax.train._config import TrainConfig, config_differences
 from pgcnn_jax.train._errors import TrainingDiverged
@@ -278,6 +279,8 @@ def _train_and_evaluate(config: TrainConfig, workdir: str, progress: bool) -> di
     check_workdir(config, workdir)
     steps_per_epoch = config.steps_per_epoch(splits.train.num_examples)
     model = create_model(config)
+    # The temperature anneals over the run's own optimiser steps (an npz is not the paper's size).
+    set_gumbel_horizon(model, config.epochs * steps_per_epoch)
     optimizer = create_optimizer(config, model, steps_per_epoch=steps_per_epoch)
     # Committed arrays, like the ones a checkpoint restores: a resumed run then dispatches to
     # the very executable an uninterrupted one uses (jit caches key on commitment).
