@@ -49,6 +49,12 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 _DATA = flags.DEFINE_string("data", None, "Data source: tfds (default) or npz:PATH.")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total.")
 _CKPT = flags.DEFINE_integer("checkpoint_every_steps", None, "Mid-epoch checkpoint period.")
+_EVAL_SAMPLES = flags.DEFINE_integer(
+    "eval_samples",
+    None,
+    "K evaluation passes (validation and test): 1 = one stochastic pass like the release; "
+    "K > 1 = per-example samples, mean softmax of K passes.",
+)
 _SET = flags.DEFINE_multi_string(
     "set", [], "Any other config field as KEY=VALUE (JSON value), e.g. --set=dropout=0.1."
 )
@@ -75,6 +81,7 @@ _DIRECT = (
     (_DATA, "data"),
     (_MAX_STEPS, "max_steps"),
     (_CKPT, "checkpoint_every_steps"),
+    (_EVAL_SAMPLES, "eval_samples"),
 )
 
 
