@@ -318,7 +318,7 @@ def eval_samples_state(
         "loss_sum": jnp.sum((nll + jnp.mean(penalty, axis=0)) * mask),
         "correct": jnp.sum(hit * mask).astype(jnp.int32),
         "count": count.astype(jnp.int32),
-        "pass_correct": jnp.sum(pass_hit * mask, axis=1).astype(jnp.int32),
+        "pass_correct": jnp.sum(pass_hit * mask[None], axis=1).astype(jnp.int32),
     }
 
 
