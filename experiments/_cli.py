@@ -68,6 +68,12 @@ _PER_EXAMPLE = flags.DEFINE_bool(
     "preset, as the release; ~10x slower on CPU); --nosample_per_batch_element: one sample "
     "shared by the batch.",
 )
+_EVAL_SAMPLES = flags.DEFINE_integer(
+    "eval_samples",
+    None,
+    "K evaluation passes (validation and test): 1 = one stochastic pass like the release; "
+    "K > 1 = per-example samples, mean softmax of K passes.",
+)
 _SET = flags.DEFINE_multi_string(
     "set", [], "Any other config field as KEY=VALUE (JSON value), e.g. --set=dropout=0.1."
 )
@@ -95,6 +101,7 @@ _DIRECT = (
     (_MAX_STEPS, "max_steps"),
     (_CKPT, "checkpoint_every_steps"),
     (_PER_EXAMPLE, "sample_per_batch_element"),
+    (_EVAL_SAMPLES, "eval_samples"),
 )
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "collect",
     "config_changes",
     "dry_run_lines",
+    "eval_samples_of",
+    "evaluation_text",
     "grid",
     "main",
     "parse_data",
@@ -200,6 +202,8 @@ def run_status(
 
 # Config keys that do not change what a run computes.
 _HARMLESS = {"data", "data_dir", "checkpoint_every_steps", "max_steps"}
+# Config keys the rendered table states on their own line (not listed as modifications).
+_STATED = {"eval_samples"}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -227,8 +231,35 @@ def config_changes(cell: Cell, stored: dict[str, Any], want: dict[str, Any]) -> 
     return [
         f"{k}={got.get(k)!r} (preset: {exp.get(k)!r})"
         for k in sorted(set(exp) | set(got))
-        if k.split(".")[-1] not in _HARMLESS and exp.get(k) != got.get(k)
+        if k.split(".")[-1] not in _HARMLESS | _STATED and exp.get(k) != got.get(k)
     ]
+
+
+def eval_samples_of(results: Mapping[str, Any]) -> int:
+    """``K`` of a finished run: ``results["eval_samples"]``, else its config's, else 1 (runs
+    from before the setting existed made one stochastic pass)."""
+    k = results.get("eval_samples", (results.get("config") or {}).get("eval_samples", 1))
+    return int(k)
+
+
+def evaluation_text(ks: Sequence[int]) -> str:
+    """The table's line on how the test accuracies were evaluated (``ks``: the ``K`` of its
+    finished runs)."""
+    ks = sorted(set(ks))
+    single = "K = 1, one stochastic pass with sampled elements shared per test batch (release)"
+    if not ks:
+        return "evaluation: –"
+    if ks == [1]:
+        return f"evaluation: {single}"
+    if len(ks) == 1:
+        return (
+            f"evaluation: K = {ks[0]}, mean softmax over {ks[0]} samplings drawn per test "
+            "example (also used for model selection)"
+        )
+    return (
+        f"evaluation: K differs between runs ({', '.join(map(str, ks))}); each cell states its "
+        "K (K > 1: mean softmax over K per-example samplings)"
+    )
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -303,6 +334,7 @@ def collect(
     commands, stale, modified = [], [], []
     for cell in cells(spec):
         entries, values = [], []
+        cell_ks: set[int] = set()
         for seed in seeds:
             st = run_status(cell, seed, root, epochs=epochs, max_steps=max_steps)
             counts[st.status] += 1
@@ -327,6 +359,7 @@ def collect(
                     theta=res.get("theta"),
                     device=res.get("device"),
                     date=res.get("date"),
+                    eval_samples=eval_samples_of(res),
                 )
             if st.status == STALE:
                 stale.append(f"{cell.run_id(seed)}: {st.reason}")
@@ -334,6 +367,7 @@ def collect(
                 modified.append(f"{cell.run_id(seed)}: {st.reason}")
             if st.status == DONE:
                 values.append(entry["test_accuracy"])
+                cell_ks.add(entry["eval_samples"])
                 if res.get("device") is not None:
                     devices.append(_device_text(res["device"]))
                 if res.get("date"):
@@ -352,10 +386,12 @@ def collect(
                 "n": len(values),
                 "diff": None if mean is None or cell.paper is None else mean - cell.paper,
                 "text": _cell_text(values, len(seeds), cell.paper, spec.paper_digits),
+                "eval_samples": sorted(cell_ks),
                 "runs": entries,
             }
         )
     presets = sorted({c.preset for c in cells(spec)})
+    ks = sorted({k for row in rows for c in row["cells"] for k in c["eval_samples"]})
     return {
         "table": spec.number,
         "title": spec.title,
@@ -368,6 +404,8 @@ def collect(
             "text": schedule_text(table, epochs, max_steps),
         },
         "accuracy_unit": "percent (test accuracy of the best-validation checkpoint)",
+        "eval_samples": ks,
+        "evaluation": evaluation_text(ks),
         "row_header": list(spec.row_header),
         "columns": [c.label for c in spec.columns],
         "rows": rows,
@@ -395,6 +433,7 @@ def _markdown(d: dict[str, Any]) -> str:
         + "; – = not run yet.",
         "",
         f"- {d['schedule']['text']}",
+        f"- {d['evaluation']}",
         f"- device(s): {', '.join(d['devices']) or '–'}; date(s): {date_text}",
         f"- runs: {d['counts'][DONE]} of {n_runs} done"
         + (
@@ -408,8 +447,14 @@ def _markdown(d: dict[str, Any]) -> str:
     header = d["row_header"] + d["columns"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
+    mixed = len(d["eval_samples"]) > 1
+
+    def text(c: dict[str, Any]) -> str:
+        ks = c["eval_samples"]
+        return c["text"] + (f" [K={'/'.join(map(str, ks))}]" if mixed and ks else "")
+
     for row in d["rows"]:
-        lines.append("| " + " | ".join(row["labels"] + [c["text"] for c in row["cells"]]) + " |")
+        lines.append("| " + " | ".join(row["labels"] + [text(c) for c in row["cells"]]) + " |")
     by_note: dict[str, list[str]] = {}
     for preset, note in d["preset_notes"].items():
         by_note.setdefault(note, []).append(f"`{preset}`")

@@ -11,7 +11,13 @@ from pgcnn_jax.train._checkpoint import Checkpoints
 from pgcnn_jax.train._config import RESUMABLE_KEYS, SCHEDULERS, TrainConfig, config_differences
 from pgcnn_jax.train._errors import TrainingDiverged, WorkdirLocked
 from pgcnn_jax.train._lock import lock_workdir
-from pgcnn_jax.train._loop import LoopState, check_workdir, evaluate, train_and_evaluate
+from pgcnn_jax.train._loop import (
+    EvalSums,
+    LoopState,
+    check_workdir,
+    evaluate,
+    train_and_evaluate,
+)
 from pgcnn_jax.train._metrics import MetricsLog, MetricSums
 from pgcnn_jax.train._restore import CHECKPOINT_KINDS, load_run, load_run_config
 from pgcnn_jax.train._schedule import learning_rate_schedule, schedule_for
@@ -24,7 +30,14 @@ from pgcnn_jax.train._state import (
     make_optimizer,
     param_labels,
 )
-from pgcnn_jax.train._steps import eval_step, step_rngs, trace_counts, train_step
+from pgcnn_jax.train._steps import (
+    eval_step,
+    example_keys,
+    sampled_log_probs,
+    step_rngs,
+    trace_counts,
+    train_step,
+)
 
 __all__ = [
     "CHECKPOINT_KINDS",
@@ -33,6 +46,7 @@ __all__ = [
     "RESUMABLE_KEYS",
     "SCHEDULERS",
     "Checkpoints",
+    "EvalSums",
     "LoopState",
     "MetricSums",
     "MetricsLog",
@@ -45,6 +59,7 @@ __all__ = [
     "create_optimizer",
     "eval_step",
     "evaluate",
+    "example_keys",
     "layer_summary",
     "learning_rate_schedule",
     "lock_workdir",
@@ -52,6 +67,7 @@ __all__ = [
     "load_run_config",
     "make_optimizer",
     "param_labels",
+    "sampled_log_probs",
     "schedule_for",
     "step_rngs",
     "trace_counts",

@@ -62,6 +62,11 @@ class TrainConfig:
       early_stop_patience: stop after this many epochs with validation accuracy below the best.
       checkpoint_every_steps: also save the resumable "latest" checkpoint every this many
         steps inside an epoch (``0``: at epoch ends only).
+      eval_samples: ``K``, evaluation passes (validation and test, DESIGN 5). ``1``: one
+        stochastic pass like the reference (each batch shares its sampled elements). ``K > 1``:
+        every example gets its own elements from a key derived from its index in the split
+        (independent of batch composition and order) and the prediction is the mean softmax
+        of ``K`` independent samplings; costs ``K`` forward passes per example.
     """
 
     dataset: str
@@ -84,6 +89,7 @@ class TrainConfig:
     max_steps: int | None = None
     early_stop_patience: int = 100
     checkpoint_every_steps: int = 200
+    eval_samples: int = 1
 
     def __post_init__(self):
         get_spec(self.dataset)  # an unknown dataset raises here
@@ -113,6 +119,8 @@ class TrainConfig:
             )
         if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
             raise ValueError(f"max_steps must be None or a positive int, got {self.max_steps!r}")
+        if not _is_int(self.eval_samples) or self.eval_samples < 1:
+            raise ValueError(f"eval_samples must be a positive int, got {self.eval_samples!r}")
         if self.monotonic and self.model.model != "ckresnet":
             raise ValueError(
                 f"monotonic={self.monotonic} needs model 'ckresnet', got {self.model.model!r}"
@@ -211,7 +219,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(stored: dict[str, Any], current: TrainConfig) -> list[str]:
     """Keys (``"lr"``, ``"model.width"``, ...) whose values differ between a stored
     :meth:`TrainConfig.to_dict` and ``current``, ignoring :data:`RESUMABLE_KEYS`."""
-    a, b = _flatten(stored), _flatten(current.to_dict())
+    # Configs stored before ``eval_samples`` existed evaluated with one pass.
+    a, b = _flatten({"eval_samples": 1} | stored), _flatten(current.to_dict())
     return sorted(
         k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k, None) != b.get(k, None)
     )

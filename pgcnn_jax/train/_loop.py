@@ -37,9 +37,9 @@ from pgcnn_jax.train._state import (
     layer_summary,
     root_key,
 )
-from pgcnn_jax.train._steps import StepRunner, eval_state
+from pgcnn_jax.train._steps import StepRunner, eval_samples_state, eval_state, example_keys
 
-__all__ = ["LoopState", "check_workdir", "evaluate", "train_and_evaluate"]
+__all__ = ["EvalSums", "LoopState", "check_workdir", "evaluate", "train_and_evaluate"]
 
 _LOG = logging.getLogger(__name__)
 CONFIG_FILE, METRICS_FILE, RESULTS_FILE = "config.json", "metrics.jsonl", "results.json"
@@ -123,26 +123,70 @@ def _padded(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def evaluate(model, loader, key: jax.Array, config: TrainConfig) -> MetricSums:
-    """One pass over ``loader`` in eval mode; batch ``i`` samples with ``fold_in(key, i)``.
+class EvalSums(MetricSums):
+    """:class:`MetricSums` of an evaluation (of the averaged prediction when ``samples > 1``)
+    plus the correct predictions of each single pass (``pass_correct``, ``samples`` entries)."""
+
+    def __init__(self, samples: int = 1):
+        super().__init__()
+        self.samples = samples
+        self.pass_correct = [0] * samples
+        self._passes: list[jax.Array] = []
+
+    def add(self, metrics: dict[str, jax.Array]) -> None:
+        metrics = dict(metrics)
+        self._passes.append(metrics.pop("pass_correct", metrics["correct"][None]))
+        super().add(metrics)
+
+    def flush(self) -> EvalSums:
+        for p in jax.device_get(self._passes):
+            self.pass_correct = [a + int(b) for a, b in zip(self.pass_correct, p, strict=True)]
+        self._passes = []
+        super().flush()
+        return self
+
+    @property
+    def accuracies(self) -> list[float]:
+        """Accuracy of each single pass."""
+        self.flush()
+        return [c / max(self.count, 1) for c in self.pass_correct]
+
+
+def evaluate(
+    model, loader, key: jax.Array, config: TrainConfig, *, samples: int | None = None
+) -> EvalSums:
+    """One evaluation of ``loader`` in eval mode with ``samples`` (default
+    ``config.eval_samples``) passes.
+
+    ``samples == 1``: one stochastic pass like the reference; batch ``i`` samples its group
+    elements with ``fold_in(key, i)``, shared by the batch. ``samples = K > 1``: example ``j``
+    of the split (stored order) gets the key ``fold_in(key, j)`` and is evaluated on its own
+    ``K`` times (:func:`~pgcnn_jax.train._steps.eval_samples_state`); the prediction is the
+    mean softmax, independent of the batch size and of the other examples of a batch.
 
     A smaller last batch is zero-padded to the batch size and masked, so one compiled
     evaluation step serves every split.
     """
+    samples = config.eval_samples if samples is None else samples
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ValueError(f"samples must be a positive int, got {samples!r}")
     model.eval()
     model_def, model_state = nnx.split(model)
-    sums = MetricSums()
+    kwargs = dict(weight_decay=config.weight_decay, monotonic=config.monotonic)
+    sums = EvalSums(samples)
+    start = 0
     for i, batch in enumerate(loader.epoch(0)):
-        sums.add(
-            eval_state(
-                model_def,
-                model_state,
-                _padded(batch, loader.batch_size),
-                jax.random.fold_in(key, i),
-                weight_decay=config.weight_decay,
-                monotonic=config.monotonic,
+        n = len(batch["label"])
+        padded = _padded(batch, loader.batch_size)
+        if samples == 1:
+            out = eval_state(model_def, model_state, padded, jax.random.fold_in(key, i), **kwargs)
+        else:
+            keys = example_keys(key, start, loader.batch_size)
+            out = eval_samples_state(
+                model_def, model_state, padded, keys, samples=samples, **kwargs
             )
-        )
+        sums.add(out)
+        start += n
     return sums.flush()
 
 
@@ -219,7 +263,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = Tr
     """Trains ``config`` in ``workdir``, selects the best validation epoch, tests it.
 
     Each epoch: a training pass (``model.train()``, step keys ``fold_in(root, step)``), a
-    validation pass (``model.eval()``, stochastic like the reference), model selection by
+    validation pass (``model.eval()``, stochastic like the reference, or the mean of
+    ``config.eval_samples`` per-example passes: :func:`evaluate`), model selection by
     validation accuracy (ties: not-higher loss) and early stopping after
     ``early_stop_patience`` epochs below the best (REFERENCE 5.4). At the end the best weights
     are restored and tested.
@@ -435,6 +480,7 @@ class _Session:
             "train_accuracy": sums.accuracy,
             "val_loss": val.loss,
             "val_accuracy": val.accuracy,
+            "val_accuracies": val.accuracies,
             "best_val_accuracy": loop.best_val_accuracy,
             "best_epoch": loop.best_epoch,
             "lr": float(self.lr(loop.step - 1)),  # the rate of the epoch's last step
@@ -477,6 +523,9 @@ class _Session:
         layers = layer_summary(model)
         results = {
             "test_accuracy": test.accuracy,
+            "test_accuracies": test.accuracies,
+            "eval_samples": test.samples,
+            "test_examples": test.count,
             "test_loss": test.loss,
             "best_val_accuracy": loop.best_val_accuracy,
             "best_val_loss": loop.best_val_loss,
@@ -500,8 +549,9 @@ class _Session:
         }
         path = os.path.join(self.workdir, RESULTS_FILE)
         write_json(path, results)
+        samples = f" (mean of {test.samples} per-example samplings)" if test.samples > 1 else ""
         self.say(
-            f"{results['stop_reason']}: test accuracy {test.accuracy:.4f} "
+            f"{results['stop_reason']}: test accuracy {test.accuracy:.4f}{samples} "
             f"(best epoch {loop.best_epoch}); results in {path}"
         )
         return results
