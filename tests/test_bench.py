@@ -147,3 +147,11 @@ def test_imports_need_no_tensorflow(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_gpu_run_script_parses():
+    """scripts/gpu_run.sh is valid bash (its smoke mode, PGCNN_SMOKE=1, is run by hand)."""
+    proc = subprocess.run(
+        ["bash", "-n", os.path.join(ROOT, "scripts", "gpu_run.sh")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
