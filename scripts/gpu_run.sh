@@ -118,5 +118,5 @@ else
 fi
 
 log "done; bench lines:"
-cat "$OUT_DIR"/bench_*.txt 2>/dev/null | grep '^pgcnn ' | tee -a "$LOG"
+grep "^pgcnn " "$OUT_DIR"/bench_tf32.txt "$OUT_DIR"/bench_bfloat16.txt 2>/dev/null | tee -a "$LOG"
 exit "$STATUS"
