@@ -56,6 +56,9 @@ _SEED = flags.DEFINE_integer("seed", None, "Random seed.")
 _WIDTH = flags.DEFINE_integer("width", None, "Base channel count C.")
 _KHIDDEN = flags.DEFINE_integer("kernel_hidden", None, "Hidden units of the kernel net.")
 _KSIZE = flags.DEFINE_integer("kernel_size", None, "Odd kernel size.")
+_PRECISION = flags.DEFINE_string(
+    "precision", None, "Conv precision: float32, tf32 or bfloat16 (default: lax's default)."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<name>).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 _DATA = flags.DEFINE_string("data", None, "Data source: tfds (default) or npz:PATH.")
@@ -96,6 +99,7 @@ _DIRECT = (
     (_WIDTH, "width"),
     (_KHIDDEN, "kernel_hidden"),
     (_KSIZE, "kernel_size"),
+    (_PRECISION, "precision"),
     (_DATA_DIR, "data_dir"),
     (_DATA, "data"),
     (_MAX_STEPS, "max_steps"),

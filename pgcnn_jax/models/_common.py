@@ -112,12 +112,13 @@ def check_images(x, in_features: int, model: str) -> jax.Array:
 
 
 def kernel_settings(config: ModelConfig) -> dict:
-    """Kernel-net settings shared by every conv of a model."""
+    """Kernel-net settings (and the conv precision) shared by every conv of a model."""
     return dict(
         kernel=config.kernel,
         kernel_hidden=config.kernel_hidden,
         kernel_layers=config.kernel_layers,
         omega_0=config.omega_0,
+        precision=config.precision,
     )
 
 

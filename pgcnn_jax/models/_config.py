@@ -6,6 +6,7 @@ import dataclasses
 
 from pgcnn_jax.groups import SAMPLING_METHODS, get_group
 from pgcnn_jax.kernels import KERNEL_NAMES, check_kernel_size
+from pgcnn_jax.nn import check_precision
 
 MODEL_NAMES = ("ckresnet", "gcnn", "augerino_ckresnet", "augerino_gcnn")
 HEADS = ("pool", "t2", "mlp")
@@ -44,6 +45,9 @@ class ModelConfig:
         the steps per epoch). The layers hold it as traced state
         (:class:`~pgcnn_jax.nn.GumbelHorizon`), so it is left out of ``==`` and ``hash``:
         models whose configs differ only here share compiled steps.
+      precision: precision of every convolution (:data:`pgcnn_jax.nn.CONV_PRECISIONS`):
+        ``None`` (``lax``'s default, as before the setting existed), ``"float32"``, ``"tf32"``
+        or ``"bfloat16"`` (bfloat16 operands, float32 accumulation and output).
     """
 
     model: str = "ckresnet"
@@ -68,6 +72,7 @@ class ModelConfig:
     head: str = "pool"
     final_spatial_dim: tuple[int, int] = (1, 1)
     gumbel_horizon: int = dataclasses.field(default=100_000, compare=False)
+    precision: str | None = None
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
@@ -93,6 +98,7 @@ class ModelConfig:
             raise ValueError("head='mlp' needs a fixed number of elements: use partial=False")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_precision(self.precision)
         if self.gumbel_horizon < 1:
             raise ValueError(f"gumbel_horizon must be >= 1, got {self.gumbel_horizon}")
 

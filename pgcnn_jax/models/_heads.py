@@ -22,6 +22,7 @@ from pgcnn_jax.models._common import torch_linear
 from pgcnn_jax.nn import (
     GroupFeatures,
     KernelNorm,
+    check_precision,
     conv2d,
     group_kernel,
     group_max_pool,
@@ -47,11 +48,13 @@ class T2FinalConv(nnx.Module):
         kernel_hidden: int = 32,
         kernel_layers: int = 3,
         omega_0: float = 10.0,
+        precision: str | None = None,
         rngs: nnx.Rngs,
     ):
         self.group = get_group(group)
         self.in_features, self.out_features = in_features, out_features
         self.kernel_size, self.padding = check_kernel_size(kernel_size), padding
+        self.precision = check_precision(precision)
         self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = make_kernel_net(
             kernel,
@@ -85,7 +88,7 @@ class T2FinalConv(nnx.Module):
         )
         bias = self.bias[...]
         self.kernel_norm[...] = safe_norm(weight) + safe_norm(bias)
-        y = conv2d(v, weight, self.padding)
+        y = conv2d(v, weight, self.padding, precision=self.precision)
         y = y.reshape(*y.shape[:3], 1, self.out_features) + bias.reshape(1, 1, 1, 1, -1)
         return GroupFeatures(y, e, ones)
 

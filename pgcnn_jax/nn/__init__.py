@@ -2,7 +2,13 @@
 
 from pgcnn_jax.nn._conv import PADDINGS, GroupConv, LiftingConv, PointwiseGroupConv, safe_norm
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
-from pgcnn_jax.nn._functional import conv2d, group_kernel, lifting_kernel
+from pgcnn_jax.nn._functional import (
+    CONV_PRECISIONS,
+    check_precision,
+    conv2d,
+    group_kernel,
+    lifting_kernel,
+)
 from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
 from pgcnn_jax.nn._pool import group_max_pool, group_mean_pool, spatial_max_pool
 from pgcnn_jax.nn._variables import (
@@ -15,6 +21,7 @@ from pgcnn_jax.nn._variables import (
 )
 
 __all__ = [
+    "CONV_PRECISIONS",
     "PADDINGS",
     "DistributionParam",
     "GroupBatchNorm",
@@ -28,6 +35,7 @@ __all__ = [
     "PointwiseGroupConv",
     "advance_gumbel_steps",
     "broadcast_mask",
+    "check_precision",
     "conv2d",
     "group_kernel",
     "group_max_pool",

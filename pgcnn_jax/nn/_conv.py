@@ -11,7 +11,7 @@ from flax import nnx
 from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group, gumbel_temperature, sample_elements
 from pgcnn_jax.kernels import check_kernel_size, make_kernel_net
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
-from pgcnn_jax.nn._functional import conv2d, group_kernel, lifting_kernel
+from pgcnn_jax.nn._functional import check_precision, conv2d, group_kernel, lifting_kernel
 from pgcnn_jax.nn._variables import DistributionParam, GumbelHorizon, GumbelStep, KernelNorm
 
 PADDINGS = ("same", "valid")
@@ -110,6 +110,7 @@ class LiftingConv(_ConvBase):
         kernel_hidden: int = 32,
         kernel_layers: int = 3,
         omega_0: float = 10.0,
+        precision: str | None = None,
         rngs: nnx.Rngs,
     ):
         self.group = _check_common(
@@ -120,6 +121,7 @@ class LiftingConv(_ConvBase):
         self.in_features, self.out_features = in_features, out_features
         self.num_elements, self.kernel_size = num_elements, kernel_size
         self.sampling, self.padding = sampling, padding
+        self.precision = check_precision(precision)
         self.sample_per_batch_element = sample_per_batch_element
         self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = make_kernel_net(
@@ -155,7 +157,7 @@ class LiftingConv(_ConvBase):
         )
         bias = None if self.bias is None else self.bias[...]
         self._record_norm(weight, bias)
-        y = conv2d(x, weight, self.padding)
+        y = conv2d(x, weight, self.padding, precision=self.precision)
         y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
         if bias is not None:
             y = y + bias.reshape(1, 1, 1, 1, -1)
@@ -199,6 +201,7 @@ class GroupConv(_ConvBase):
         omega_0: float = 10.0,
         gumbel_horizon: int = 100_000,
         gumbel_temperatures: tuple[float, float] = (0.5, 1e-4),
+        precision: str | None = None,
         rngs: nnx.Rngs,
     ):
         self.group = _check_common(
@@ -211,6 +214,7 @@ class GroupConv(_ConvBase):
         self.in_features, self.out_features = in_features, out_features
         self.num_elements, self.kernel_size = num_elements, kernel_size
         self.sampling, self.padding, self.partial = sampling, padding, partial
+        self.precision = check_precision(precision)
         self.sample_per_layer = sample_per_layer
         self.sample_per_batch_element = sample_per_batch_element
         if isinstance(gumbel_horizon, bool) or not isinstance(gumbel_horizon, numbers.Integral):
@@ -320,7 +324,7 @@ class GroupConv(_ConvBase):
         bias = None if self.bias is None else self.bias[...]
         self._record_norm(weight, bias)
         x = v.reshape(*v.shape[:3], -1)
-        y = conv2d(x, weight, self.padding)
+        y = conv2d(x, weight, self.padding, precision=self.precision)
         y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
         if bias is not None:
             y = y + bias.reshape(1, 1, 1, 1, -1)
@@ -342,10 +346,12 @@ class PointwiseGroupConv(_ConvBase):
         kernel_hidden: int = 16,
         kernel_layers: int = 3,
         omega_0: float = 10.0,
+        precision: str | None = None,
         rngs: nnx.Rngs,
     ):
         self.group = get_group(group)
         self.in_features, self.out_features = in_features, out_features
+        self.precision = check_precision(precision)
         self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = make_kernel_net(
             kernel,
@@ -376,6 +382,6 @@ class PointwiseGroupConv(_ConvBase):
             self.out_features,
         )
         self._record_norm(weight, None)
-        y = conv2d(v.reshape(*v.shape[:3], -1), weight, "valid")
+        y = conv2d(v.reshape(*v.shape[:3], -1), weight, "valid", precision=self.precision)
         y = y.reshape(*y.shape[:3], g_out.shape[1], self.out_features)
         return GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)

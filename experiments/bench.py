@@ -1,0 +1,473 @@
+"""Benchmark: the train step of the CIFAR-10 CKResNet against its convolution floor.
+
+    python -m experiments.bench --configs=t2,se2-8-partial --batch=8 --steps=3 --warmup=1
+
+Configs are ``t2`` and ``<group>-<N>-<full|partial|partial-half>`` (``se2-16-partial``,
+``e2-16-full``, ...): the CIFAR-10 CKResNet preset ``cifar10-<group>-<full|partial>`` (REFERENCE
+7 row 17 and its siblings) with ``N`` elements; ``partial-half`` sets every ``theta`` to 0.5.
+Random images and labels are jit arguments.
+
+For every config, in one process, it compiles and times
+
+* the **step**: the full train step (forward, backward, optimiser update) through the public
+  :func:`pgcnn_jax.train.train_step`, run on the split state under one ``jax.jit`` with the
+  state donated, as the training loop runs it;
+* the **floor**: every ``conv_general_dilated`` of that step (forward convs and the transposed
+  convs of the backward pass, read from the step's jaxpr, with their exact shapes, dtypes,
+  precision and dimension numbers) run alone on random operands in one jitted function.
+
+Step and floor calls alternate (warm-up first, ``jax.block_until_ready`` after each call), so a
+machine shared with other work slows both alike. One line per config::
+
+    pgcnn <config> batch=<B> ms_per_step=<median> floor_ms=<median> ratio=<step/floor>
+        min=<step min> max=<step max> peak_mem_mb=<or na> compile_s=<step> gflop=<step>
+
+(on one line). ``peak_mem_mb`` is the compiled step's arguments + outputs + temporaries - donated
+aliases (XLA's memory analysis; ``na`` where the backend has none); ``gflop`` comes from the
+compiled step's cost analysis. ``--json=PATH`` writes the header and every result (with the
+floor's GFLOP, the conv shapes and the device's own peak-memory counter where it has one),
+rewritten after each config.
+
+Flags use a private ``absl.flags.FlagValues`` (``--precision`` and ``--devices`` are also flags
+of the training CLIs), so this module can be imported next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+from flax import nnx
+
+from experiments.configs import PRESETS, get_preset
+from pgcnn_jax.data import get_spec
+from pgcnn_jax.nn import CONV_PRECISIONS, GroupConv
+from pgcnn_jax.train import TrainConfig, create_model, create_optimizer, train_step
+
+__all__ = [
+    "EXECUTIONS",
+    "PRECISIONS",
+    "bench_config",
+    "collect_convs",
+    "format_line",
+    "live_jaxpr",
+    "main",
+    "run_config",
+]
+
+_CONFIG = re.compile(r"^(?P<group>[a-z0-9]+)-(?P<n>[0-9]+)-(?P<kind>full|partial|partial-half)$")
+#: ``--precision`` values: ``default`` is ``lax``'s default (what training uses unless told).
+PRECISIONS = ("default", *(p for p in CONV_PRECISIONS if p is not None))
+EXECUTIONS = ("masked", "adaptive")
+LINE = (
+    "pgcnn {config} batch={batch} ms_per_step={ms_per_step:.2f} floor_ms={floor_ms:.2f} "
+    "ratio={ratio:.3f} min={min_ms:.2f} max={max_ms:.2f} peak_mem_mb={peak} "
+    "compile_s={compile_s:.1f} gflop={gflop:.4g}"
+)
+
+
+def _flag_values() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    kw = dict(flag_values=fv)
+    flags.DEFINE_list(
+        "configs", ["t2", "se2-16-partial"], "t2 and/or <group>-<N>-<full|partial|partial-half>.",
+        **kw,
+    )  # fmt: skip
+    flags.DEFINE_integer("batch", 64, "Batch size.", **kw)
+    flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).", **kw)
+    flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.", **kw)
+    flags.DEFINE_string("precision", "default", f"Conv precision: {', '.join(PRECISIONS)}.", **kw)
+    flags.DEFINE_string("execution", "masked", f"Partial execution: {', '.join(EXECUTIONS)}.", **kw)
+    flags.DEFINE_integer("devices", 1, "Devices to run the step on (one for now).", **kw)
+    flags.DEFINE_string("json", None, "Also write the results to this JSON file.", **kw)
+    flags.DEFINE_integer("image_size", 32, "Side of the random square images.", **kw)
+    flags.DEFINE_integer("width", None, "Override the preset's base width (small runs).", **kw)
+    flags.DEFINE_integer("kernel_size", None, "Override the preset's kernel size.", **kw)
+    flags.DEFINE_multi_string(
+        "set", [], "Any other config field as KEY=VALUE (JSON value), e.g. --set=num_blocks=1.",
+        **kw,
+    )  # fmt: skip
+    flags.DEFINE_integer("seed", 0, "Seed of the model and the random data.", **kw)
+    return fv
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def bench_config(
+    name: str,
+    *,
+    precision: str = "default",
+    width: int | None = None,
+    kernel_size: int | None = None,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> tuple[TrainConfig, bool]:
+    """``(config, half)`` of a bench config name; ``half``: set every ``theta`` to 0.5.
+
+    ``extra``: further config overrides (``--set``), applied last."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    overrides: dict[str, Any] = dict(seed=seed)
+    if precision != "default":
+        overrides["precision"] = precision
+    if width is not None:
+        overrides["width"] = width
+    if kernel_size is not None:
+        overrides["kernel_size"] = kernel_size
+    overrides.update(extra or {})
+    if name == "t2":
+        return get_preset("cifar10-t2", **overrides), False
+    match = _CONFIG.match(name)
+    if match is None:
+        raise ValueError(
+            f"bad config {name!r}: expected 't2' or '<group>-<N>-<full|partial|partial-half>', "
+            "e.g. 'se2-16-partial'"
+        )
+    kind = match["kind"]
+    preset = f"cifar10-{match['group']}-{'full' if kind == 'full' else 'partial'}"
+    if preset not in PRESETS:
+        raise ValueError(f"bad config {name!r}: there is no preset {preset!r}")
+    config = get_preset(preset, num_elements=int(match["n"]), **overrides)
+    return config, kind == "partial-half"
+
+
+def _set_half(model: nnx.Module, name: str) -> None:
+    thetas = [m.theta for _, m in nnx.iter_graph(model) if isinstance(m, GroupConv)]
+    thetas = [t for t in thetas if t is not None]
+    if not thetas:
+        raise ValueError(f"config {name!r}: the model has no theta to set to 0.5")
+    for theta in thetas:
+        theta[...] = jnp.full_like(theta[...], 0.5)
+
+
+# ----------------------------------------------------------------------------- the floor
+
+
+def _sub_jaxprs(value: Any):
+    if isinstance(value, jax.extend.core.ClosedJaxpr):
+        yield value.jaxpr
+    elif isinstance(value, jax.extend.core.Jaxpr):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _sub_jaxprs(v)
+
+
+def live_jaxpr(closed: jax.extend.core.ClosedJaxpr) -> jax.extend.core.Jaxpr:
+    """``closed`` without the equations its outputs do not need (JAX's own dead-code pass, the
+    one ``jit`` applies; XLA removes the same work), e.g. the input gradient a custom VJP of a
+    bfloat16 conv computes for the image."""
+    from jax._src.interpreters import partial_eval as pe  # no public entry point
+
+    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+    return jaxpr
+
+
+def collect_convs(jaxpr: Any, times: int = 1) -> list[dict[str, Any]]:
+    """Every ``conv_general_dilated`` of ``jaxpr`` (a ``ClosedJaxpr`` or ``Jaxpr``), nested
+    ones included, as ``{"lhs", "rhs" (ShapeDtypeStruct), "params", "times"}``; ``times`` counts
+    the executions of a conv inside a ``scan`` (``lax.map``)."""
+    if isinstance(jaxpr, jax.extend.core.ClosedJaxpr):
+        jaxpr = jaxpr.jaxpr
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is jax.lax.conv_general_dilated_p:
+            lhs, rhs = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
+            out.append(dict(lhs=lhs, rhs=rhs, params=dict(eqn.params), times=times))
+            continue
+        inner = times * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else times
+        for value in eqn.params.values():
+            for sub in _sub_jaxprs(value):
+                out += collect_convs(sub, inner)
+    return out
+
+
+def _random(key: jax.Array, spec: jax.ShapeDtypeStruct, times: int) -> jax.Array:
+    shape = spec.shape if times == 1 else (times, *spec.shape)
+    return jax.random.normal(key, shape, jnp.float32).astype(spec.dtype)
+
+
+def _floor_fn(convs: list[dict[str, Any]]):
+    """A function of ``[(lhs, rhs), ...]`` running every conv of ``convs`` once per execution."""
+    prim = jax.lax.conv_general_dilated_p
+
+    def run(operands):
+        outs = []
+        for conv, (lhs, rhs) in zip(convs, operands, strict=True):
+            params = conv["params"]
+            if conv["times"] == 1:
+                outs.append(prim.bind(lhs, rhs, **params))
+            else:
+                outs.append(jax.lax.map(lambda a, p=params: prim.bind(a[0], a[1], **p), (lhs, rhs)))
+        return outs
+
+    return run
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    if not cost or "flops" not in cost:
+        raise ValueError("the backend gives no FLOP count in the compiled cost analysis")
+    return float(cost["flops"])
+
+
+def _peak_mb(compiled) -> float | None:
+    try:
+        m = compiled.memory_analysis()
+    except (NotImplementedError, RuntimeError):  # backends without a memory analysis
+        return None
+    if m is None:
+        return None
+    total = (
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+    )
+    return total / 2**20
+
+
+def run_config(
+    name: str,
+    *,
+    batch: int,
+    steps: int,
+    warmup: int,
+    precision: str = "default",
+    image_size: int = 32,
+    width: int | None = None,
+    kernel_size: int | None = None,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compiles and times the step and the floor of config ``name``; returns the result."""
+    config, half = bench_config(
+        name, precision=precision, width=width, kernel_size=kernel_size, seed=seed, extra=extra
+    )
+    model = create_model(config)
+    if half:
+        _set_half(model, name)
+    model.train()
+    optimizer = create_optimizer(config, model)
+    graphdef, state = nnx.split((model, optimizer))
+    kw = dict(weight_decay=config.weight_decay, monotonic=config.monotonic)
+
+    def step(state, batch, key):
+        model, optimizer = nnx.merge(graphdef, state)
+        out = train_step(model, optimizer, batch, key, **kw)
+        return nnx.state((model, optimizer)), out
+
+    key = jax.random.key(seed)
+    k_img, k_lab, k_conv, k_steps = jax.random.split(key, 4)
+    spec = get_spec(config.dataset)
+    data = {
+        "image": jax.random.normal(k_img, (batch, image_size, image_size, spec.image_shape[-1])),
+        "label": jax.random.randint(k_lab, (batch,), 0, spec.num_classes),
+    }
+    step_keys = [jax.random.fold_in(k_steps, i) for i in range(warmup + steps)]
+    start = time.perf_counter()
+    traced = jax.jit(step, donate_argnums=0).trace(state, data, step_keys[0])
+    step_c = traced.lower().compile()
+    compile_s = time.perf_counter() - start
+    convs = collect_convs(live_jaxpr(traced.jaxpr))
+    if not convs:
+        raise ValueError(f"config {name!r}: no convolution found in the train step")
+    conv_keys = jax.random.split(k_conv, 2 * len(convs))
+    operands = [
+        (_random(conv_keys[2 * i], c["lhs"], c["times"]),
+         _random(conv_keys[2 * i + 1], c["rhs"], c["times"]))
+        for i, c in enumerate(convs)
+    ]  # fmt: skip
+
+    start = time.perf_counter()
+    floor_c = jax.jit(_floor_fn(convs)).lower(operands).compile()
+    floor_compile_s = time.perf_counter() - start
+    step_ms, floor_ms = [], []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        state, out = step_c(state, data, step_keys[i])
+        jax.block_until_ready((state, out))
+        t_step = time.perf_counter() - start
+        start = time.perf_counter()
+        jax.block_until_ready(floor_c(operands))
+        t_floor = time.perf_counter() - start
+        if i >= warmup:
+            step_ms.append(1e3 * t_step)
+            floor_ms.append(1e3 * t_floor)
+    loss = float(out["loss_sum"]) / float(out["count"])
+    if not np.isfinite(loss):
+        raise ValueError(f"config {name!r}: the train step gave a non-finite loss {loss}")
+    med, floor = statistics.median(step_ms), statistics.median(floor_ms)
+    stats = jax.local_devices()[0].memory_stats() or {}
+    device_peak = stats.get("peak_bytes_in_use")
+    return dict(
+        config=name,
+        batch=batch,
+        precision=precision,
+        execution="masked",
+        image_size=image_size,
+        preset_config=config.to_dict(),
+        ms_per_step=med,
+        floor_ms=floor,
+        ratio=med / floor,
+        min_ms=min(step_ms),
+        max_ms=max(step_ms),
+        step_ms=step_ms,
+        floor_ms_all=floor_ms,
+        peak_mem_mb=_peak_mb(step_c),
+        device_peak_mb_so_far=None if device_peak is None else device_peak / 2**20,
+        compile_s=compile_s,
+        floor_compile_s=floor_compile_s,
+        gflop=_flops(step_c) / 1e9,
+        floor_gflop=_flops(floor_c) / 1e9,
+        num_convs=sum(c["times"] for c in convs),
+        conv_shapes=[
+            [list(c["lhs"].shape), list(c["rhs"].shape), str(c["lhs"].dtype), c["times"]]
+            for c in convs
+        ],
+        last_loss=loss,
+    )
+
+
+def format_line(result: dict[str, Any]) -> str:
+    """The one-line summary of a :func:`run_config` result."""
+    peak = result["peak_mem_mb"]
+    return LINE.format(**(result | dict(peak="na" if peak is None else f"{peak:.0f}")))
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def _header(argv: Sequence[str], fv: flags.FlagValues) -> dict[str, Any]:
+    import flax
+
+    dev = jax.local_devices()[0]
+    return dict(
+        device_kind=dev.device_kind,
+        platform=dev.platform,
+        local_devices=jax.local_device_count(),
+        devices=fv.devices,
+        jax=jax.__version__,
+        flax=flax.__version__,
+        precision=fv.precision,
+        execution=fv.execution,
+        command="python -m experiments.bench " + shlex.join(list(argv[1:])),
+        date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    )
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["KEY=JSON", ...]`` -> overrides (JSON lists become tuples; non-JSON stays a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _check(fv: flags.FlagValues) -> None:
+    for name in ("batch", "steps", "image_size"):
+        if fv[name].value < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {fv[name].value}")
+    if fv.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {fv.warmup}")
+    if not fv.configs:
+        raise ValueError("--configs is empty")
+    if fv.precision not in PRECISIONS:
+        raise ValueError(f"unknown --precision {fv.precision!r}; expected one of {PRECISIONS}")
+    if fv.execution not in EXECUTIONS:
+        raise ValueError(f"unknown --execution {fv.execution!r}; expected one of {EXECUTIONS}")
+    if fv.execution == "adaptive":
+        raise ValueError(
+            "--execution=adaptive is not implemented yet (issue 8 item 4); use --execution=masked"
+        )
+    local = jax.local_device_count()
+    if fv.devices < 1 or fv.devices > local:
+        raise ValueError(f"--devices={fv.devices}: this host has {local} local device(s)")
+    if fv.devices > 1:
+        raise ValueError(
+            f"--devices={fv.devices}: the train step runs on one device until it is sharded "
+            "(issue 8 item 2); use --devices=1"
+        )
+    for name in fv.configs:  # every name and override is checked before anything compiles
+        bench_config(
+            name,
+            precision=fv.precision,
+            width=fv.width,
+            kernel_size=fv.kernel_size,
+            extra=parse_set(fv.set),
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (1 on bad flags)."""
+    argv = list(sys.argv if argv is None else argv)
+    fv = _flag_values()
+    if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv[1:]):
+        print(__doc__)
+        print(fv.get_help())
+        return 0
+    try:
+        rest = fv(argv)
+        if len(rest) > 1:
+            raise ValueError(f"unexpected arguments: {' '.join(rest[1:])}")
+        _check(fv)
+    except (ValueError, flags.Error) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        return 1
+    header = _header(argv, fv)
+    print(
+        f"# pgcnn bench: device={header['device_kind']} ({header['platform']}, "
+        f"{header['local_devices']} local) jax={header['jax']} flax={header['flax']} "
+        f"precision={fv.precision} execution={fv.execution} devices={fv.devices}",
+        flush=True,
+    )
+    print(f"# command: {header['command']}", flush=True)
+    results = []
+    for name in fv.configs:
+        result = run_config(
+            name,
+            batch=fv.batch,
+            steps=fv.steps,
+            warmup=fv.warmup,
+            precision=fv.precision,
+            image_size=fv.image_size,
+            width=fv.width,
+            kernel_size=fv.kernel_size,
+            seed=fv.seed,
+            extra=parse_set(fv.set),
+        )
+        results.append(result)
+        print(format_line(result), flush=True)
+        if fv.json:
+            os.makedirs(os.path.dirname(os.path.abspath(fv.json)), exist_ok=True)
+            with open(fv.json, "w") as f:
+                json.dump(dict(header=header, results=results), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
