@@ -59,6 +59,12 @@ _KSIZE = flags.DEFINE_integer("kernel_size", None, "Odd kernel size.")
 _PRECISION = flags.DEFINE_string(
     "precision", None, "Conv precision: float32, tf32 or bfloat16 (default: lax's default)."
 )
+_EXECUTION = flags.DEFINE_string(
+    "execution",
+    None,
+    "Partial layers: masked (N slots, default) or adaptive (exactly N' slots; the step "
+    "compiles once per tuple of sizes).",
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<name>).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 _DATA = flags.DEFINE_string("data", None, "Data source: tfds (default) or npz:PATH.")
@@ -100,6 +106,7 @@ _DIRECT = (
     (_KHIDDEN, "kernel_hidden"),
     (_KSIZE, "kernel_size"),
     (_PRECISION, "precision"),
+    (_EXECUTION, "execution"),
     (_DATA_DIR, "data_dir"),
     (_DATA, "data"),
     (_MAX_STEPS, "max_steps"),

@@ -16,6 +16,12 @@ For every config, in one process, it compiles and times
   convs of the backward pass, read from the step's jaxpr, with their exact shapes, dtypes,
   precision and dimension numbers) run alone on random operands in one jitted function.
 
+``--execution=adaptive`` (DESIGN 4) runs every partial layer with a learned ``theta`` on exactly
+``N'`` slots, read from the thetas the config starts with (``partial-half``: ``N' = N / 2``);
+so that every timed step runs those sizes, the step keeps the distribution parameters at their
+start values in this mode (their update is computed, then discarded). ``masked`` (default) runs
+every layer on ``N`` slots whatever ``theta``.
+
 Step and floor calls alternate (warm-up first, ``jax.block_until_ready`` after each call), so a
 machine shared with other work slows both alike. One line per config::
 
@@ -52,7 +58,13 @@ from flax import nnx
 
 from experiments.configs import PRESETS, get_preset
 from pgcnn_jax.data import get_spec
-from pgcnn_jax.nn import CONV_PRECISIONS, GroupConv
+from pgcnn_jax.nn import (
+    CONV_PRECISIONS,
+    DistributionParam,
+    GroupConv,
+    active_elements,
+    update_adaptive,
+)
 from pgcnn_jax.train import TrainConfig, create_model, create_optimizer, train_step
 
 __all__ = [
@@ -256,14 +268,21 @@ def run_config(
     kernel_size: int | None = None,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
+    execution: str = "masked",
 ) -> dict[str, Any]:
     """Compiles and times the step and the floor of config ``name``; returns the result."""
+    if execution not in EXECUTIONS:
+        raise ValueError(f"unknown execution {execution!r}; expected one of {EXECUTIONS}")
     config, half = bench_config(
         name, precision=precision, width=width, kernel_size=kernel_size, seed=seed, extra=extra
     )
     model = create_model(config)
     if half:
         _set_half(model, name)
+    hold = execution == "adaptive"
+    if hold:
+        update_adaptive(model)
+    sizes = active_elements(model)
     model.train()
     optimizer = create_optimizer(config, model)
     graphdef, state = nnx.split((model, optimizer))
@@ -271,7 +290,10 @@ def run_config(
 
     def step(state, batch, key):
         model, optimizer = nnx.merge(graphdef, state)
+        held = nnx.state(model, DistributionParam) if hold else None
         out = train_step(model, optimizer, batch, key, **kw)
+        if hold:  # the sizes stay those the step was compiled for
+            nnx.update(model, held)
         return nnx.state((model, optimizer)), out
 
     key = jax.random.key(seed)
@@ -321,7 +343,8 @@ def run_config(
         config=name,
         batch=batch,
         precision=precision,
-        execution="masked",
+        execution=execution,
+        active_elements=list(sizes),
         image_size=image_size,
         preset_config=config.to_dict(),
         ms_per_step=med,
@@ -400,10 +423,6 @@ def _check(fv: flags.FlagValues) -> None:
         raise ValueError(f"unknown --precision {fv.precision!r}; expected one of {PRECISIONS}")
     if fv.execution not in EXECUTIONS:
         raise ValueError(f"unknown --execution {fv.execution!r}; expected one of {EXECUTIONS}")
-    if fv.execution == "adaptive":
-        raise ValueError(
-            "--execution=adaptive is not implemented yet (issue 8 item 4); use --execution=masked"
-        )
     local = jax.local_device_count()
     if fv.devices < 1 or fv.devices > local:
         raise ValueError(f"--devices={fv.devices}: this host has {local} local device(s)")
@@ -459,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kernel_size=fv.kernel_size,
             seed=fv.seed,
             extra=parse_set(fv.set),
+            execution=fv.execution,
         )
         results.append(result)
         print(format_line(result), flush=True)

@@ -79,7 +79,6 @@ def test_bench_config_names():
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--execution=adaptive", "not implemented yet"),
         ("--execution=eager", "unknown --execution 'eager'"),
         ("--devices=64", "--devices=64"),
         ("--precision=fp8", "unknown --precision 'fp8'"),

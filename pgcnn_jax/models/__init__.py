@@ -4,7 +4,7 @@ their regularisers (REFERENCE 4)."""
 from pgcnn_jax.models._augerino import AugerinoCKResNet, AugerinoGCNN, AugmentationParam
 from pgcnn_jax.models._build import build_model
 from pgcnn_jax.models._ckresnet import CKResNet, ResBlock
-from pgcnn_jax.models._config import HEADS, MODEL_NAMES, NORMS, ModelConfig
+from pgcnn_jax.models._config import EXECUTIONS, HEADS, MODEL_NAMES, NORMS, ModelConfig
 from pgcnn_jax.models._gcnn import GCNN, GCNNBlock
 from pgcnn_jax.models._heads import MLPPooling, T2FinalConv
 from pgcnn_jax.models._memory import available_memory, check_kernel_memory, kernel_memory_bytes
@@ -17,6 +17,7 @@ from pgcnn_jax.models._penalties import (
 from pgcnn_jax.models._resample import resample, rotate_images, transform_images
 
 __all__ = [
+    "EXECUTIONS",
     "HEADS",
     "MODEL_NAMES",
     "NORMS",

@@ -10,6 +10,7 @@ from pgcnn_jax.models._common import check_positive_int
 from pgcnn_jax.models._config import ModelConfig
 from pgcnn_jax.models._gcnn import GCNN
 from pgcnn_jax.models._memory import check_kernel_memory
+from pgcnn_jax.nn import adaptive_sizes, set_active_elements
 
 _MODELS = {
     "ckresnet": CKResNet,
@@ -28,6 +29,9 @@ def build_model(
     ``model(x, rngs=nnx.Rngs(sample=..., dropout=...))`` and follows ``model.train()`` /
     ``model.eval()`` (BatchNorm running statistics, dropout, Gumbel counters).
 
+    With ``config.execution == "adaptive"`` the partial layers start at the sizes of their
+    initial thetas (:func:`pgcnn_jax.nn.adaptive_sizes`).
+
     A config whose kernel rendering cannot fit in memory (:func:`check_kernel_memory`, one
     element set per forward) is refused with a ``ValueError`` before anything is built.
     """
@@ -37,4 +41,7 @@ def build_model(
     check_positive_int("in_features", in_features)
     check_kernel_memory(config, in_features=in_features)
     cls = _MODELS[config.model]
-    return cls(config, num_classes=num_classes, in_features=in_features, rngs=rngs)
+    model = cls(config, num_classes=num_classes, in_features=in_features, rngs=rngs)
+    if config.execution == "adaptive":
+        set_active_elements(model, adaptive_sizes(model))
+    return model

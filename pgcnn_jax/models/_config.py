@@ -11,6 +11,7 @@ from pgcnn_jax.nn import check_precision
 MODEL_NAMES = ("ckresnet", "gcnn", "augerino_ckresnet", "augerino_gcnn")
 HEADS = ("pool", "t2", "mlp")
 NORMS = ("batch", "layer")
+EXECUTIONS = ("masked", "adaptive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,11 @@ class ModelConfig:
       precision: precision of every convolution (:data:`pgcnn_jax.nn.CONV_PRECISIONS`):
         ``None`` (``lax``'s default, as before the setting existed), ``"float32"``, ``"tf32"``
         or ``"bfloat16"`` (bfloat16 operands, float32 accumulation and output).
+      execution: how partial layers run (DESIGN 4): ``"masked"`` (``N`` slots, the first
+        ``N'`` valid) or ``"adaptive"`` (layers with a learned ``theta`` run on exactly ``N'``
+        slots; :func:`~pgcnn_jax.models.build_model` sets the sizes of the initial thetas and a
+        training loop keeps them current with :func:`pgcnn_jax.nn.update_adaptive`). Both give
+        the same numbers to float rounding.
     """
 
     model: str = "ckresnet"
@@ -73,6 +79,7 @@ class ModelConfig:
     final_spatial_dim: tuple[int, int] = (1, 1)
     gumbel_horizon: int = dataclasses.field(default=100_000, compare=False)
     precision: str | None = None
+    execution: str = "masked"
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
@@ -99,6 +106,8 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         check_precision(self.precision)
+        if self.execution not in EXECUTIONS:
+            raise ValueError(f"unknown execution {self.execution!r}; expected one of {EXECUTIONS}")
         if self.gumbel_horizon < 1:
             raise ValueError(f"gumbel_horizon must be >= 1, got {self.gumbel_horizon}")
 

@@ -1,5 +1,11 @@
 """Flax NNX layers of partial group equivariant CNNs."""
 
+from pgcnn_jax.nn._adaptive import (
+    active_elements,
+    adaptive_sizes,
+    set_active_elements,
+    update_adaptive,
+)
 from pgcnn_jax.nn._conv import PADDINGS, GroupConv, LiftingConv, PointwiseGroupConv, safe_norm
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 from pgcnn_jax.nn._functional import (
@@ -33,6 +39,8 @@ __all__ = [
     "KernelNorm",
     "LiftingConv",
     "PointwiseGroupConv",
+    "active_elements",
+    "adaptive_sizes",
     "advance_gumbel_steps",
     "broadcast_mask",
     "check_precision",
@@ -43,6 +51,8 @@ __all__ = [
     "layer_norm_nhw",
     "lifting_kernel",
     "safe_norm",
+    "set_active_elements",
     "set_gumbel_horizon",
     "spatial_max_pool",
+    "update_adaptive",
 ]

@@ -173,7 +173,13 @@ class GroupConv(_ConvBase):
     uniform on ``[-pi theta, pi theta)``), ``keep`` (``sampling="deterministic"``, one
     straight-through Bernoulli per non-identity grid rotation) and, for groups with mirrors,
     ``mirror`` (straight-through Bernoulli with probability ``sigmoid(2 mirror)``).
-    Execution is masked (DESIGN 4): ``N`` slots, the first ``N'`` valid.
+    Execution is masked (DESIGN 4): ``N`` slots, the first ``N'`` valid. With the static
+    attribute ``active_elements = A`` (adaptive execution, set by
+    :func:`pgcnn_jax.nn.set_active_elements`; ``None``, the default, is masked) the sampled
+    ``(elements, mask)`` are cut to their first ``A`` slots right after sampling, so the
+    kernel and the convolution shrink while every valid slot computes the numbers of the masked
+    execution (to float rounding). ``A`` must cover every valid slot: a sample with a valid slot
+    past ``A`` raises ``ValueError`` outside ``jit`` and turns the outputs to NaN under it.
 
     The relaxed-Bernoulli temperature falls linearly over ``gumbel_horizon`` optimiser steps
     (REFERENCE 1.7). Its step counter ``gumbel_step`` (:class:`GumbelStep`) is advanced by the
@@ -225,6 +231,8 @@ class GroupConv(_ConvBase):
         # Train / eval flag (``model.train()`` / ``model.eval()``); sampling is the same in both
         # modes (REFERENCE 1.8) and the Gumbel step only moves with optimiser steps.
         self.deterministic = False
+        # Adaptive execution (DESIGN 4): a static slot count, part of the graphdef.
+        self.active_elements: int | None = None
         rot = self.group.num_rotations(num_elements)
         rotations = self.group.has_rotations and rot > 1
         theta = keep = mirror = step = horizon = None
@@ -285,6 +293,25 @@ class GroupConv(_ConvBase):
             temperature=self.temperature(),
         )
 
+    def _active_slots(self, elements: jax.Array, mask: jax.Array):
+        """The first ``active_elements`` slots of a sample (all of them when masked)."""
+        a = self.active_elements
+        if a is None or a >= mask.shape[1]:
+            return elements, mask
+        overflow = jnp.any(mask[:, a:] > 0)
+        if not isinstance(overflow, jax.core.Tracer):
+            if bool(overflow):
+                valid = int(jnp.max(jnp.sum(mask > 0, axis=-1)))
+                raise ValueError(
+                    f"GroupConv(active_elements={a}) sampled {valid} valid elements: its "
+                    "adaptive size is stale (call pgcnn_jax.nn.update_adaptive(model) after "
+                    "every parameter update)"
+                )
+            return elements[:, :a], mask[:, :a]
+        elements, mask = elements[:, :a], mask[:, :a]
+        # Under jit a stale size cannot raise: poison the outputs rather than drop slots.
+        return elements, jnp.where(overflow, jnp.nan, mask)
+
     def __call__(self, h: GroupFeatures, *, rngs: nnx.Rngs | None = None) -> GroupFeatures:
         if not isinstance(h, GroupFeatures):
             raise ValueError(f"GroupConv expects GroupFeatures, got {type(h).__name__}")
@@ -302,7 +329,7 @@ class GroupConv(_ConvBase):
             needs_key = self.partial or (self.sampling == "random" and self.group.has_rotations)
             key = _sample_key(rngs, "GroupConv") if needs_key else None
             s = v.shape[0] if self.sample_per_batch_element else 1
-            g_out, mask_out = self.sample(key, s)
+            g_out, mask_out = self._active_slots(*self.sample(key, s))
         else:
             if h.elements.shape[1] != self.num_elements:
                 raise ValueError(
@@ -325,7 +352,7 @@ class GroupConv(_ConvBase):
         self._record_norm(weight, bias)
         x = v.reshape(*v.shape[:3], -1)
         y = conv2d(x, weight, self.padding, precision=self.precision)
-        y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
+        y = y.reshape(*y.shape[:3], g_out.shape[1], self.out_features)
         if bias is not None:
             y = y + bias.reshape(1, 1, 1, 1, -1)
         return GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)

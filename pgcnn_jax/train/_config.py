@@ -14,10 +14,11 @@ __all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences"]
 SCHEDULERS = ("cosine", "constant")
 
 # Keys that may change between a run and its resumption: they do not change any number the
-# run computes (where the data lives, when the run pauses, how often it checkpoints).
+# run computes (where the data lives, when the run pauses, how often it checkpoints, whether
+# partial layers run masked or adaptive: the same numbers to float rounding).
 # ``max_steps`` only decides where a run stops; continuing with a larger value follows the
 # very same trajectory as a run that never stopped.
-RESUMABLE_KEYS = ("data_dir", "max_steps", "checkpoint_every_steps")
+RESUMABLE_KEYS = ("data_dir", "max_steps", "checkpoint_every_steps", "model.execution")
 
 
 def _is_int(value: Any) -> bool:
