@@ -290,7 +290,8 @@ def run_config(
 
     def step(state, batch, key):
         model, optimizer = nnx.merge(graphdef, state)
-        held = nnx.state(model, DistributionParam) if hold else None
+        # Copies (``tree.map``): the state's Variables are the model's own, updated in place.
+        held = jax.tree.map(lambda v: v, nnx.state(model, DistributionParam)) if hold else None
         out = train_step(model, optimizer, batch, key, **kw)
         if hold:  # the sizes stay those the step was compiled for
             nnx.update(model, held)

@@ -6,14 +6,23 @@ from pgcnn_jax.nn._adaptive import (
     set_active_elements,
     update_adaptive,
 )
-from pgcnn_jax.nn._conv import PADDINGS, GroupConv, LiftingConv, PointwiseGroupConv, safe_norm
+from pgcnn_jax.nn._conv import (
+    PADDINGS,
+    PER_EXAMPLE_RENDERS,
+    GroupConv,
+    LiftingConv,
+    PointwiseGroupConv,
+    safe_norm,
+)
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 from pgcnn_jax.nn._functional import (
     CONV_PRECISIONS,
     check_precision,
     conv2d,
+    conv2d_per_example,
     group_kernel,
     lifting_kernel,
+    per_example_chunk,
 )
 from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
 from pgcnn_jax.nn._pool import group_max_pool, group_mean_pool, spatial_max_pool
@@ -29,6 +38,7 @@ from pgcnn_jax.nn._variables import (
 __all__ = [
     "CONV_PRECISIONS",
     "PADDINGS",
+    "PER_EXAMPLE_RENDERS",
     "DistributionParam",
     "GroupBatchNorm",
     "GroupConv",
@@ -45,11 +55,13 @@ __all__ = [
     "broadcast_mask",
     "check_precision",
     "conv2d",
+    "conv2d_per_example",
     "group_kernel",
     "group_max_pool",
     "group_mean_pool",
     "layer_norm_nhw",
     "lifting_kernel",
+    "per_example_chunk",
     "safe_norm",
     "set_active_elements",
     "set_gumbel_horizon",

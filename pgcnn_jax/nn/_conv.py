@@ -11,10 +11,22 @@ from flax import nnx
 from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group, gumbel_temperature, sample_elements
 from pgcnn_jax.kernels import check_kernel_size, make_kernel_net
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
-from pgcnn_jax.nn._functional import check_precision, conv2d, group_kernel, lifting_kernel
+from pgcnn_jax.nn._functional import (
+    check_precision,
+    conv2d,
+    conv2d_per_example,
+    group_kernel,
+    lifting_kernel,
+)
 from pgcnn_jax.nn._variables import DistributionParam, GumbelHorizon, GumbelStep, KernelNorm
 
 PADDINGS = ("same", "valid")
+#: How a conv with per-example elements (``S = B``) renders its ``B`` kernels:
+#: ``"chunked"`` (default) renders and convolves a few examples at a time
+#: (:func:`~pgcnn_jax.nn.conv2d_per_example`), ``"batched"`` renders all ``B`` kernels first
+#: (``B`` full kernels in memory; also used by kernel nets with BatchNorm, whose statistics span
+#: every example's kernel).
+PER_EXAMPLE_RENDERS = ("chunked", "batched")
 
 
 def _check_common(group, num_elements, kernel_size, sampling, padding, in_f, out_f):
@@ -64,16 +76,67 @@ def safe_norm(x: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
+def _sqrt_safe(sq: jax.Array) -> jax.Array:
+    """``sqrt(sq)`` with gradient 0 (not NaN) at ``sq = 0``."""
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
 def _kernel_norm(weight: jax.Array, bias: jax.Array | None) -> jax.Array:
     norm = safe_norm(weight)
     return norm if bias is None else norm + safe_norm(bias)
 
 
 class _ConvBase(nnx.Module):
+    #: class default of the per-example rendering (:data:`PER_EXAMPLE_RENDERS`); set the
+    #: attribute on a layer to change it (static: part of the graphdef).
+    per_example_render: str = "chunked"
+
     def _record_norm(self, weight, bias):
         # A variable created at construction and overwritten per call keeps the graph static
         # (no retracing), unlike ``sow``.
         self.kernel_norm[...] = _kernel_norm(weight, bias)
+
+    def _chunked(self, batch: int, *num_samples: int) -> bool:
+        """Whether to render per-example kernels chunk by chunk (``S = B > 1``)."""
+        if self.per_example_render not in PER_EXAMPLE_RENDERS:
+            raise ValueError(
+                f"unknown per_example_render {self.per_example_render!r}; expected one of "
+                f"{PER_EXAMPLE_RENDERS}"
+            )
+        return (
+            batch > 1
+            and max(num_samples) == batch
+            and self.per_example_render == "chunked"
+            and not getattr(self.kernel_net, "reduces_over_points", False)
+        )
+
+    def _conv_per_example(self, x, render, operands, padding, bias):
+        """:func:`conv2d_per_example` and the kernel norm of all ``B`` kernels."""
+        y, sq = conv2d_per_example(x, render, operands, padding, precision=self.precision)
+        norm = _sqrt_safe(sq)
+        self.kernel_norm[...] = norm if bias is None else norm + safe_norm(bias)
+        return y
+
+
+class _GroupConvBase(_ConvBase):
+    def _group_conv(self, x, g_out, g_in, mask_out, mask_in, sizes, padding, bias):
+        """Renders the kernel of ``(g_out, g_in)`` (per example in chunks when ``S = B``) and
+        convolves ``x [B, H, W, N_in C_in]`` with it."""
+        args = (self.kernel_net, self.group)
+        b = x.shape[0]
+        if not self._chunked(b, g_out.shape[0], g_in.shape[0]):
+            weight = group_kernel(*args, g_out, g_in, mask_out, mask_in, *sizes)
+            self._record_norm(weight, bias)
+            return conv2d(x, weight, padding, precision=self.precision)
+
+        def render(go, gi, mo, mi):
+            return group_kernel(*args, go[None], gi[None], mo[None], mi[None], *sizes)[0]
+
+        operands = tuple(
+            jnp.broadcast_to(a, (b, *a.shape[1:])) for a in (g_out, g_in, mask_out, mask_in)
+        )
+        return self._conv_per_example(x, render, operands, padding, bias)
 
 
 class LiftingConv(_ConvBase):
@@ -147,24 +210,26 @@ class LiftingConv(_ConvBase):
         elements, mask = sample_elements(
             self.group, key, self.num_elements, num_samples=s, sampling=self.sampling
         )
-        weight = lifting_kernel(
-            self.kernel_net,
-            self.group,
-            elements,
-            self.kernel_size,
-            self.in_features,
-            self.out_features,
-        )
         bias = None if self.bias is None else self.bias[...]
-        self._record_norm(weight, bias)
-        y = conv2d(x, weight, self.padding, precision=self.precision)
+        args = (self.kernel_net, self.group)
+        sizes = (self.kernel_size, self.in_features, self.out_features)
+        if self._chunked(x.shape[0], s):
+
+            def render(e):
+                return lifting_kernel(*args, e[None], *sizes)[0]
+
+            y = self._conv_per_example(x, render, (elements,), self.padding, bias)
+        else:
+            weight = lifting_kernel(*args, elements, *sizes)
+            self._record_norm(weight, bias)
+            y = conv2d(x, weight, self.padding, precision=self.precision)
         y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
         if bias is not None:
             y = y + bias.reshape(1, 1, 1, 1, -1)
         return GroupFeatures(y, elements, mask)
 
 
-class GroupConv(_ConvBase):
+class GroupConv(_GroupConvBase):
     """Group convolution on sampled elements, full or partial (REFERENCE 3.2).
 
     Output elements are freshly sampled when the layer is partial or when
@@ -337,28 +402,17 @@ class GroupConv(_ConvBase):
                     f"got {h.elements.shape[1]}; set sample_per_layer=True or match the sizes"
                 )
             g_out, mask_out = h.elements, h.mask
-        weight = group_kernel(
-            self.kernel_net,
-            self.group,
-            g_out,
-            h.elements,
-            mask_out,
-            h.mask,
-            self.kernel_size,
-            self.in_features,
-            self.out_features,
-        )
         bias = None if self.bias is None else self.bias[...]
-        self._record_norm(weight, bias)
         x = v.reshape(*v.shape[:3], -1)
-        y = conv2d(x, weight, self.padding, precision=self.precision)
+        sizes = (self.kernel_size, self.in_features, self.out_features)
+        y = self._group_conv(x, g_out, h.elements, mask_out, h.mask, sizes, self.padding, bias)
         y = y.reshape(*y.shape[:3], g_out.shape[1], self.out_features)
         if bias is not None:
             y = y + bias.reshape(1, 1, 1, 1, -1)
         return GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)
 
 
-class PointwiseGroupConv(_ConvBase):
+class PointwiseGroupConv(_GroupConvBase):
     """1x1 group convolution mapping features on ``g_in`` onto given elements ``g_out``
     (REFERENCE 3.3: the residual shortcut). No bias, never partial, kernel-net input is the
     normalised ``u^{-1} v`` only."""
@@ -397,18 +451,8 @@ class PointwiseGroupConv(_ConvBase):
                 f"PointwiseGroupConv expects values [B, H, W, N, {self.in_features}], "
                 f"got shape {v.shape}"
             )
-        weight = group_kernel(
-            self.kernel_net,
-            self.group,
-            g_out,
-            h.elements,
-            mask_out,
-            h.mask,
-            0,
-            self.in_features,
-            self.out_features,
-        )
-        self._record_norm(weight, None)
-        y = conv2d(v.reshape(*v.shape[:3], -1), weight, "valid", precision=self.precision)
+        x = v.reshape(*v.shape[:3], -1)
+        sizes = (0, self.in_features, self.out_features)
+        y = self._group_conv(x, g_out, h.elements, mask_out, h.mask, sizes, "valid", None)
         y = y.reshape(*y.shape[:3], g_out.shape[1], self.out_features)
         return GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)

@@ -141,6 +141,58 @@ def conv2d(
     return jax.vmap(lambda xb, w: one(xb[None], w)[0])(x, weight)
 
 
+def per_example_chunk() -> int:
+    """Examples per chunk of :func:`conv2d_per_example` on the default backend: 1 on CPU (a
+    loop of plain convs, see :func:`conv2d`), 8 on accelerators (a batched conv per chunk;
+    not tuned yet)."""
+    return 1 if jax.default_backend() == "cpu" else 8
+
+
+def sum_of_squares(x: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.square(x))
+
+
+def conv2d_per_example(
+    x: jax.Array,
+    render: Callable[..., jax.Array],
+    operands: tuple[jax.Array, ...],
+    padding: str,
+    *,
+    precision: str | None = None,
+    chunk: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-example kernels rendered and applied chunk by chunk, never all ``B`` at once.
+
+    ``render(*ops)`` maps one example's operands (``operands`` without their leading batch
+    axis, e.g. its elements ``[N, d]`` and mask ``[N]``) to its kernel ``[k, k, I, O]``. A
+    ``lax.map`` over chunks of ``chunk`` examples (default :func:`per_example_chunk`) renders
+    each chunk's kernels and convolves the chunk's images ``x [B, H, W, I]`` with them; the body
+    is rematerialised (``jax.checkpoint``), so the backward pass re-renders a chunk's kernels
+    instead of keeping all ``B``. Same numbers as rendering every kernel first and calling
+    :func:`conv2d` (to float rounding).
+
+    Returns ``(y [B, H', W', O], sum of the squares of all B kernels)`` (the latter for the
+    kernel-norm penalty).
+    """
+    b = x.shape[0]
+    for op in operands:
+        if op.shape[0] != b:
+            raise ValueError(f"per-example operand of shape {op.shape} for a batch of {b}")
+    check_precision(precision)
+    chunk = per_example_chunk() if chunk is None else chunk
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+
+    @jax.checkpoint
+    def one(args):
+        xb, ops = args
+        w = render(*ops)
+        return _conv(xb[None], w, padding.upper(), precision)[0], sum_of_squares(w)
+
+    y, sq = jax.lax.map(one, (x, tuple(operands)), batch_size=min(chunk, b) if chunk > 1 else None)
+    return y, jnp.sum(sq)
+
+
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
