@@ -17,7 +17,9 @@ donated aliases); the step times alternate between the variants (one step of eac
 load from other processes hits all alike. One line per variant::
 
     per_example <variant> batch=<B> ms_per_step=<median> min=<> max=<> peak_mem_mb=<>
-        temp_mb=<> compile_s=<> gflop=<>
+        temp_mb=<> compile_s=<>
+
+(No FLOP count: XLA's cost analysis counts the body of a ``lax.map`` once, not per example.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import jax
 from absl import flags
 from flax import nnx
 
-from experiments.bench import _flops, _peak_mb
+from experiments.bench import _peak_mb
 from experiments.configs import get_preset
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.nn import GroupConv, LiftingConv, PointwiseGroupConv
@@ -107,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"per_example {v} batch={fv.batch} ms_per_step={statistics.median(t):.1f} "
             f"min={min(t):.1f} max={max(t):.1f} peak_mem_mb={_peak_mb(compiled):.0f} "
-            f"temp_mb={temp} compile_s={compile_s:.1f} gflop={_flops(compiled) / 1e9:.4g}",
+            f"temp_mb={temp} compile_s={compile_s:.1f}",
             flush=True,
         )
     return 0
