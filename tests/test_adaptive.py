@@ -160,16 +160,18 @@ def test_recompiles_only_when_a_size_changes(key):
 
 
 def test_stale_size_raises_eagerly_and_poisons_under_jit(key):
-    model = _model("se2", 4, (0.5, 0.5, 0.5))
-    pg.nn.update_adaptive(model)
-    model.blocks[0].conv1.theta[...] = jnp.float32(1.0)  # 4 valid slots now, 2 active
-    x = jax.random.normal(key, (2, 8, 8, 2))
+    conv = pg.nn.GroupConv(2, 2, group="se2", num_elements=4, kernel_size=3, partial=True,
+                           kernel_hidden=4, rngs=nnx.Rngs(0))  # fmt: skip
+    conv.theta[...] = jnp.float32(0.5)
+    assert pg.nn.update_adaptive(conv) and conv.active_elements == 2
+    conv.theta[...] = jnp.float32(1.0)  # 4 valid slots now, 2 active
+    h = pg.nn.GroupFeatures(jnp.ones((1, 5, 5, 4, 2)), jnp.zeros((1, 4, 1)), jnp.ones((1, 4)))
     with pytest.raises(ValueError, match="stale"):
-        model(x, rngs=nnx.Rngs(sample=key, dropout=key))
-    y = nnx.jit(lambda m, x: m(x, rngs=nnx.Rngs(sample=key, dropout=key)))(model, x)
+        conv(h, rngs=nnx.Rngs(sample=key))
+    y = nnx.jit(lambda c, h: c(h, rngs=nnx.Rngs(sample=key)).values)(conv, h)
     assert np.all(np.isnan(np.asarray(y)))
-    assert pg.nn.update_adaptive(model)
-    assert np.all(np.isfinite(model(x, rngs=nnx.Rngs(sample=key, dropout=key))))
+    assert pg.nn.update_adaptive(conv) and conv.active_elements == 4
+    assert np.all(np.isfinite(conv(h, rngs=nnx.Rngs(sample=key)).values))
 
 
 def test_sizes_for_masked_layers_and_bad_input():
