@@ -188,9 +188,18 @@ def collect_convs(jaxpr: Any, times: int = 1) -> list[dict[str, Any]]:
             out.append(dict(lhs=lhs, rhs=rhs, params=dict(eqn.params), times=times))
             continue
         inner = times * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else times
-        for value in eqn.params.values():
-            for sub in _sub_jaxprs(value):
-                out += collect_convs(sub, inner)
+        found = [
+            c
+            for v in eqn.params.values()
+            for sub in _sub_jaxprs(v)
+            for c in collect_convs(sub, inner)
+        ]
+        if found and eqn.primitive.name in ("cond", "while"):
+            raise ValueError(
+                f"{len(found)} conv(s) inside a {eqn.primitive.name!r}: their number of "
+                "executions is not known before running"
+            )
+        out += found
     return out
 
 

@@ -117,6 +117,14 @@ def test_collect_convs_counts_forward_backward_and_map():
     per_sample = jnp.ones((3, 3, 3, 4, 5))  # S = B: a lax.map over examples on CPU
     mapped = bench.collect_convs(jax.make_jaxpr(lambda x: conv2d(x, per_sample, "same"))(x))
     assert [c["times"] for c in mapped] == [3] and tuple(mapped[0]["lhs"].shape) == (1, 6, 6, 4)
+
+    # A conv under lax.cond may or may not run: refused rather than guessed.
+    def branchy(x):
+        zeros = jnp.zeros((3, 6, 6, 5))
+        return jax.lax.cond(x.sum() > 0, lambda x: conv2d(x, w, "same"), lambda x: zeros, x)
+
+    with pytest.raises(ValueError, match="inside a 'cond'"):
+        bench.collect_convs(jax.make_jaxpr(branchy)(x))
     # The floor function runs exactly these convs.
     floor = bench._floor_fn(mapped)
     ops = [(jnp.ones((3, 1, 6, 6, 4)), jnp.ones((3, 3, 3, 4, 5)))]
