@@ -20,6 +20,7 @@ from pgcnn_jax.train._loop import (
 )
 from pgcnn_jax.train._metrics import MetricsLog, MetricSums
 from pgcnn_jax.train._restore import CHECKPOINT_KINDS, load_run, load_run_config
+from pgcnn_jax.train._retest import evaluate_run
 from pgcnn_jax.train._schedule import learning_rate_schedule, schedule_for
 from pgcnn_jax.train._state import (
     MAIN_LABEL,
@@ -59,6 +60,7 @@ __all__ = [
     "create_optimizer",
     "eval_step",
     "evaluate",
+    "evaluate_run",
     "example_keys",
     "layer_summary",
     "learning_rate_schedule",
