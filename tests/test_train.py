@@ -253,6 +253,9 @@ def test_kernel_norm_penalty_keeps_gradients_finite(key):
 
 RESULT_KEYS = {
     "test_accuracy",
+    "test_accuracies",
+    "test_examples",
+    "eval_samples",
     "test_loss",
     "best_val_accuracy",
     "best_val_loss",
@@ -281,6 +284,7 @@ METRIC_KEYS = {
     "train_accuracy",
     "val_loss",
     "val_accuracy",
+    "val_accuracies",
     "best_val_accuracy",
     "best_epoch",
     "lr",
