@@ -11,7 +11,7 @@ file. The test key is the trainer's, so the run's own K reproduces its ``results
 
 import json
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from experiments import _cli
 from pgcnn_jax.train import CHECKPOINT_KINDS, evaluate_run
@@ -29,6 +29,8 @@ def main(argv):
     if not _RUN.value:
         raise ValueError("--run=DIR is required (the run directory to test)")
     fl = flags.FLAGS
+    if not fl["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     result = evaluate_run(
         _RUN.value,
         eval_samples=fl.eval_samples,
