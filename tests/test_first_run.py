@@ -23,7 +23,7 @@ from flax import nnx
 from experiments import _cli, cifar, mnist6
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import (
-    MetricSums,
+    EvalSums,
     TrainConfig,
     _loop,
     learning_rate_schedule,
@@ -304,7 +304,10 @@ def test_resumed_partial_epoch_is_trained_and_selected_again(mnist_data, tmp_pat
 
     def fake_evaluate(model, loader, key, config):
         n = 4
-        return MetricSums(loss_sum=0.5 * n, correct=round(accuracy["value"] * n), count=n)
+        sums = EvalSums()
+        sums.loss_sum, sums.correct, sums.count = 0.5 * n, round(accuracy["value"] * n), n
+        sums.pass_correct = [sums.correct]
+        return sums
 
     monkeypatch.setattr(_loop, "evaluate", fake_evaluate)
     config = tiny_config(mnist_data, epochs=1)

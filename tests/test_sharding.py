@@ -7,6 +7,8 @@ conftest.py gives this process two CPU devices (``--xla_force_host_platform_devi
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -226,3 +228,32 @@ def test_metric_sums_read_lagged_steps_without_the_newest():
     sums.flush(keep=2)
     assert (sums.count, sums.pending, sums.flushed_finite) == (3, 2, True)
     assert not sums.finite and sums.count == 5 and sums.pending == 0
+
+
+def test_async_checkpoint_keeps_the_saved_state_while_training_goes_on(tmp_path):
+    """A save in flight owns a copy of the state: the next train step donates the live
+    buffers, and the checkpoint still holds the values of the moment of the save."""
+    from pgcnn_jax.train import Checkpoints
+
+    def fresh():
+        model = create_model(CONFIG)
+        model.train()
+        return model, nnx.Optimizer(model, SGD, wrt=nnx.Param)
+
+    model, optimizer = fresh()
+    saved = _pure(model)
+    ckpt = Checkpoints(str(tmp_path))
+    try:
+        ckpt.save_latest(1, model, optimizer, {"best_epoch": None})
+        train_step(model, optimizer, _batch(0), jax.random.key(0), mesh=data_mesh(1))
+        assert any(
+            not np.array_equal(a, b)
+            for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(_pure(model)), strict=True)
+        )
+        other, other_opt = fresh()
+        assert ckpt.restore_latest(other, other_opt) == {"best_epoch": None}  # waits first
+    finally:
+        ckpt.close()
+    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(_pure(other)), strict=True):
+        np.testing.assert_array_equal(b, a)
+    assert sorted(os.listdir(tmp_path / "checkpoints" / "latest")) == ["1"]

@@ -293,10 +293,14 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = Tr
     ``early_stop_patience`` epochs below the best (REFERENCE 5.4). At the end the best weights
     are restored and tested.
 
+    The batch is split over ``config.devices`` devices (a ``data`` mesh; state replicated) and
+    placed one step ahead; checkpoints are saved asynchronously. ``results.json`` records
+    ``num_devices``.
+
     Resumable: started again with the same config in the same ``workdir`` it continues from
     the latest checkpoint (mid-epoch included) and ends with the same numbers as an
     uninterrupted run; a finished run returns its stored ``results.json``. Config keys other
-    than ``data_dir``, ``max_steps`` and ``checkpoint_every_steps`` must match (else
+    than ``data_dir``, ``max_steps``, ``checkpoint_every_steps`` and ``devices`` must match (else
     ``ValueError`` naming them).
 
     A run stopped by ``max_steps`` inside an epoch validates that partial epoch (a
@@ -312,8 +316,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = Tr
 
     Raises:
       TrainingDiverged: the loss or the model state became NaN / inf. It is detected where
-        the loop reads the step metrics anyway (progress updates, checkpoints, epoch ends);
-        ``checkpoints/latest`` keeps the last finite state, no non-finite epoch is selected.
+        the loop reads the step metrics anyway (every 20 steps those of steps at least 20 old,
+        all of them at checkpoints and epoch ends); ``checkpoints/latest`` keeps the last
+        finite state, no non-finite epoch is selected.
       WorkdirLocked: another process is training in ``workdir``.
       ValueError: a bad config, a workdir of another config, or an unreadable checkpoint
         with no older intact one.
@@ -494,7 +499,7 @@ class _Session:
         if partial:
             loop.before_partial = {k: getattr(loop, k) for k in _SELECTION_FIELDS}
         eval_key = jax.random.fold_in(root_key(config.seed, EVAL_SALT), epoch)
-        val = evaluate(model, self.splits.validation, eval_key, config, mesh=self.mesh)
+        val = evaluate(model, self.splits.validation, eval_key, config)  # on config.devices
         if not val.finite:  # finite weights whose outputs overflow: not a usable model
             raise self.diverged(f"the validation loss of epoch {epoch} is {val.loss}")
         improved = (not partial or loop.best_epoch is None) and _is_improvement(
@@ -553,9 +558,7 @@ class _Session:
             self.ckpt.restore_best(loop.best_epoch, model)
         else:
             self.say("no validation pass completed: testing the current weights")
-        test = evaluate(
-            model, self.splits.test, root_key(config.seed, TEST_SALT), config, mesh=self.mesh
-        )
+        test = evaluate(model, self.splits.test, root_key(config.seed, TEST_SALT), config)
         layers = layer_summary(model)
         results = {
             "test_accuracy": test.accuracy,
