@@ -271,6 +271,7 @@ RESULT_KEYS = {
     "augmentation",
     "config",
     "device",
+    "num_devices",
     "seconds",
     "session_start_step",
     "session_seconds",
@@ -309,7 +310,7 @@ def test_train_and_evaluate_resumes_exactly(mnist_data, tmp_path):
     traces = trace_counts()
     full = train_and_evaluate(config, tmp_path / "full", progress=False)
     after_full = trace_counts()
-    for name in ("train_state", "eval_state"):  # one trace for all steps and splits
+    for name in ("train_step", "eval_state"):  # one trace for all steps and splits
         assert after_full[name] - traces.get(name, 0) <= 1, name
     assert set(full) == RESULT_KEYS
     assert full["stop_reason"] == "completed" and full["epochs"] == 2
