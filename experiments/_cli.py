@@ -31,6 +31,7 @@ from pgcnn_jax.train import (
     TrainConfig,
     TrainingDiverged,
     WorkdirLocked,
+    check_devices,
     check_workdir,
     lock_workdir,
     train_and_evaluate,
@@ -83,6 +84,12 @@ _EVAL_SAMPLES = flags.DEFINE_integer(
     "K evaluation passes (validation and test): 1 = one stochastic pass like the release; "
     "K > 1 = per-example samples, mean softmax of K passes.",
 )
+_DEVICES = flags.DEFINE_integer(
+    "devices",
+    None,
+    "Devices the batch is split over (data parallel; default: all local devices). The batch "
+    "size must be a multiple of it.",
+)
 _SET = flags.DEFINE_multi_string(
     "set", [], "Any other config field as KEY=VALUE (JSON value), e.g. --set=dropout=0.1."
 )
@@ -113,6 +120,7 @@ _DIRECT = (
     (_CKPT, "checkpoint_every_steps"),
     (_PER_EXAMPLE, "sample_per_batch_element"),
     (_EVAL_SAMPLES, "eval_samples"),
+    (_DEVICES, "devices"),
 )
 
 
@@ -217,6 +225,7 @@ def resolve(
     overrides.update(extra)
     overrides.update(_parse_set(FLAGS.set))
     config = with_overrides(base, **overrides)
+    check_devices(config.devices, config.batch_size)  # more than there are: say so now
     implied = {"t2": "N=1, deterministic sampling, no partial equivariance",
                "mirror": "N=2, deterministic sampling"}  # fmt: skip
     if _GROUP.value in implied:

@@ -56,6 +56,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
+from experiments._floor import collect_convs, floor_fn, live_jaxpr, random_operands
 from experiments.configs import PRESETS, get_preset
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.nn import (
@@ -164,70 +165,6 @@ def _set_half(model: nnx.Module, name: str) -> None:
         theta[...] = jnp.full_like(theta[...], 0.5)
 
 
-# ----------------------------------------------------------------------------- the floor
-
-
-def _sub_jaxprs(value: Any):
-    if isinstance(value, jax.extend.core.ClosedJaxpr):
-        yield value.jaxpr
-    elif isinstance(value, jax.extend.core.Jaxpr):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _sub_jaxprs(v)
-
-
-def live_jaxpr(closed: jax.extend.core.ClosedJaxpr) -> jax.extend.core.Jaxpr:
-    """``closed`` without the equations its outputs do not need (JAX's own dead-code pass, the
-    one ``jit`` applies; XLA removes the same work), e.g. the input gradient a custom VJP of a
-    bfloat16 conv computes for the image."""
-    from jax._src.interpreters import partial_eval as pe  # no public entry point
-
-    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
-    return jaxpr
-
-
-def collect_convs(jaxpr: Any, times: int = 1) -> list[dict[str, Any]]:
-    """Every ``conv_general_dilated`` of ``jaxpr`` (a ``ClosedJaxpr`` or ``Jaxpr``), nested
-    ones included, as ``{"lhs", "rhs" (ShapeDtypeStruct), "params", "times"}``; ``times`` counts
-    the executions of a conv inside a ``scan`` (``lax.map``)."""
-    if isinstance(jaxpr, jax.extend.core.ClosedJaxpr):
-        jaxpr = jaxpr.jaxpr
-    out = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive is jax.lax.conv_general_dilated_p:
-            lhs, rhs = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
-            out.append(dict(lhs=lhs, rhs=rhs, params=dict(eqn.params), times=times))
-            continue
-        inner = times * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else times
-        for value in eqn.params.values():
-            for sub in _sub_jaxprs(value):
-                out += collect_convs(sub, inner)
-    return out
-
-
-def _random(key: jax.Array, spec: jax.ShapeDtypeStruct, times: int) -> jax.Array:
-    shape = spec.shape if times == 1 else (times, *spec.shape)
-    return jax.random.normal(key, shape, jnp.float32).astype(spec.dtype)
-
-
-def _floor_fn(convs: list[dict[str, Any]]):
-    """A function of ``[(lhs, rhs), ...]`` running every conv of ``convs`` once per execution."""
-    prim = jax.lax.conv_general_dilated_p
-
-    def run(operands):
-        outs = []
-        for conv, (lhs, rhs) in zip(convs, operands, strict=True):
-            params = conv["params"]
-            if conv["times"] == 1:
-                outs.append(prim.bind(lhs, rhs, **params))
-            else:
-                outs.append(jax.lax.map(lambda a, p=params: prim.bind(a[0], a[1], **p), (lhs, rhs)))
-        return outs
-
-    return run
-
-
 # ----------------------------------------------------------------------------- timing
 
 
@@ -312,15 +249,10 @@ def run_config(
     convs = collect_convs(live_jaxpr(traced.jaxpr))
     if not convs:
         raise ValueError(f"config {name!r}: no convolution found in the train step")
-    conv_keys = jax.random.split(k_conv, 2 * len(convs))
-    operands = [
-        (_random(conv_keys[2 * i], c["lhs"], c["times"]),
-         _random(conv_keys[2 * i + 1], c["rhs"], c["times"]))
-        for i, c in enumerate(convs)
-    ]  # fmt: skip
+    operands = random_operands(k_conv, convs)
 
     start = time.perf_counter()
-    floor_c = jax.jit(_floor_fn(convs)).lower(operands).compile()
+    floor_c = jax.jit(floor_fn(convs)).lower(operands).compile()
     floor_compile_s = time.perf_counter() - start
     step_ms, floor_ms = [], []
     for i in range(warmup + steps):

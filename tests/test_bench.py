@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import bench
+from experiments import _floor, bench
 from pgcnn_jax.nn import conv2d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,10 +99,10 @@ def test_collect_convs_counts_forward_backward_and_map():
     def loss(x, w):
         return jnp.sum(conv2d(x, w, "same") ** 2)
 
-    convs = bench.collect_convs(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w))
+    convs = _floor.collect_convs(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w))
     assert len(convs) == 3 and all(c["times"] == 1 for c in convs)  # forward, dx, dw
     assert [tuple(c["lhs"].shape) for c in convs][0] == (3, 6, 6, 4)
-    only_w = bench.collect_convs(jax.make_jaxpr(jax.grad(loss, argnums=1))(x, w))
+    only_w = _floor.collect_convs(jax.make_jaxpr(jax.grad(loss, argnums=1))(x, w))
     assert len(only_w) == 2  # no input gradient: like the lifting conv of a model
 
     # The bfloat16 conv's custom VJP computes dx even when nobody needs it: dead code the
@@ -111,13 +111,21 @@ def test_collect_convs_counts_forward_backward_and_map():
         return jnp.sum(conv2d(x, w, "same", precision="bfloat16") ** 2)
 
     closed = jax.make_jaxpr(jax.grad(loss_bf16))(w)
-    assert len(bench.collect_convs(closed)) == 3
-    assert len(bench.collect_convs(bench.live_jaxpr(closed))) == 2
+    assert len(_floor.collect_convs(closed)) == 3
+    assert len(_floor.collect_convs(_floor.live_jaxpr(closed))) == 2
     per_sample = jnp.ones((3, 3, 3, 4, 5))  # S = B: a lax.map over examples on CPU
-    mapped = bench.collect_convs(jax.make_jaxpr(lambda x: conv2d(x, per_sample, "same"))(x))
+    mapped = _floor.collect_convs(jax.make_jaxpr(lambda x: conv2d(x, per_sample, "same"))(x))
     assert [c["times"] for c in mapped] == [3] and tuple(mapped[0]["lhs"].shape) == (1, 6, 6, 4)
+
+    # A conv under lax.cond may or may not run: refused rather than guessed.
+    def branchy(x):
+        zeros = jnp.zeros((3, 6, 6, 5))
+        return jax.lax.cond(x.sum() > 0, lambda x: conv2d(x, w, "same"), lambda x: zeros, x)
+
+    with pytest.raises(ValueError, match="inside a 'cond'"):
+        _floor.collect_convs(jax.make_jaxpr(branchy)(x))
     # The floor function runs exactly these convs.
-    floor = bench._floor_fn(mapped)
+    floor = _floor.floor_fn(mapped)
     ops = [(jnp.ones((3, 1, 6, 6, 4)), jnp.ones((3, 3, 3, 4, 5)))]
     np.testing.assert_allclose(floor(ops)[0][:, 0], conv2d(x, per_sample, "same"), rtol=1e-6)
 

@@ -13,6 +13,7 @@ import pytest
 from absl import flags
 from flax import nnx
 
+from experiments import evaluate as evaluate_cli
 from experiments import mnist6, tables
 from experiments.configs import PRESETS
 from pgcnn_jax.data import ArrayLoader
@@ -21,6 +22,7 @@ from pgcnn_jax.train import (
     TrainConfig,
     config_differences,
     evaluate,
+    evaluate_run,
     example_keys,
     sampled_log_probs,
     step_rngs,
@@ -223,6 +225,24 @@ def test_cli_eval_samples_flag_and_the_results_fields(tmp_path):
     default = train_and_evaluate(config.replace(eval_samples=1), tmp_path / "k1", progress=False)
     assert default["eval_samples"] == 1 and default["config"]["eval_samples"] == 1
     assert default["test_accuracies"] == [default["test_accuracy"]]
+    # Testing the best checkpoint again with the run's K reproduces results.json exactly;
+    # experiments.evaluate does the same from the command line and writes --out.
+    again = evaluate_run(workdir)
+    assert again["eval_samples"] == 2
+    assert again["test_accuracy"] == results["test_accuracy"]
+    assert again["test_accuracies"] == results["test_accuracies"]
+    out = tmp_path / "k3.json"
+    FLAGS.unparse_flags()
+    try:
+        evaluate_cli.main(
+            FLAGS(["evaluate", f"--run={workdir}", "--eval_samples=3", f"--out={out}"])
+        )
+    finally:
+        FLAGS.unparse_flags()
+    with open(out) as f:
+        k3 = json.load(f)
+    assert k3["eval_samples"] == 3 and len(k3["test_accuracies"]) == 3
+    assert k3["test_examples"] == 6 and k3["which"] == "best"
 
 
 def test_tables_state_k():

@@ -23,7 +23,7 @@ from flax import nnx
 from experiments import _cli, cifar, mnist6
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import (
-    MetricSums,
+    EvalSums,
     TrainConfig,
     _loop,
     learning_rate_schedule,
@@ -303,8 +303,10 @@ def test_resumed_partial_epoch_is_trained_and_selected_again(mnist_data, tmp_pat
     accuracy = {"value": 1.0}
 
     def fake_evaluate(model, loader, key, config):
-        n = 4
-        return MetricSums(loss_sum=0.5 * n, correct=round(accuracy["value"] * n), count=n)
+        n, sums = 4, EvalSums()
+        correct = round(accuracy["value"] * n)
+        sums.add({"loss_sum": 0.5 * n, "correct": np.int32(correct), "count": np.int32(n)})
+        return sums
 
     monkeypatch.setattr(_loop, "evaluate", fake_evaluate)
     config = tiny_config(mnist_data, epochs=1)

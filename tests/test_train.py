@@ -253,6 +253,9 @@ def test_kernel_norm_penalty_keeps_gradients_finite(key):
 
 RESULT_KEYS = {
     "test_accuracy",
+    "test_accuracies",
+    "test_examples",
+    "eval_samples",
     "test_loss",
     "best_val_accuracy",
     "best_val_loss",
@@ -268,6 +271,7 @@ RESULT_KEYS = {
     "augmentation",
     "config",
     "device",
+    "num_devices",
     "seconds",
     "session_start_step",
     "session_seconds",
@@ -281,6 +285,7 @@ METRIC_KEYS = {
     "train_accuracy",
     "val_loss",
     "val_accuracy",
+    "val_accuracies",
     "best_val_accuracy",
     "best_epoch",
     "lr",
@@ -305,7 +310,7 @@ def test_train_and_evaluate_resumes_exactly(mnist_data, tmp_path):
     traces = trace_counts()
     full = train_and_evaluate(config, tmp_path / "full", progress=False)
     after_full = trace_counts()
-    for name in ("train_state", "eval_state"):  # one trace for all steps and splits
+    for name in ("train_step", "eval_state"):  # one trace for all steps and splits
         assert after_full[name] - traces.get(name, 0) <= 1, name
     assert set(full) == RESULT_KEYS
     assert full["stop_reason"] == "completed" and full["epochs"] == 2

@@ -18,8 +18,10 @@ from pgcnn_jax.train._loop import (
     evaluate,
     train_and_evaluate,
 )
+from pgcnn_jax.train._mesh import check_devices, data_mesh
 from pgcnn_jax.train._metrics import MetricsLog, MetricSums
 from pgcnn_jax.train._restore import CHECKPOINT_KINDS, load_run, load_run_config
+from pgcnn_jax.train._retest import evaluate_run
 from pgcnn_jax.train._schedule import learning_rate_schedule, schedule_for
 from pgcnn_jax.train._state import (
     MAIN_LABEL,
@@ -31,6 +33,7 @@ from pgcnn_jax.train._state import (
     param_labels,
 )
 from pgcnn_jax.train._steps import (
+    StepRunner,
     eval_step,
     example_keys,
     sampled_log_probs,
@@ -45,6 +48,7 @@ __all__ = [
     "PROBS_LABEL",
     "RESUMABLE_KEYS",
     "SCHEDULERS",
+    "StepRunner",
     "Checkpoints",
     "EvalSums",
     "LoopState",
@@ -53,12 +57,15 @@ __all__ = [
     "TrainConfig",
     "TrainingDiverged",
     "WorkdirLocked",
+    "check_devices",
     "check_workdir",
     "config_differences",
     "create_model",
     "create_optimizer",
+    "data_mesh",
     "eval_step",
     "evaluate",
+    "evaluate_run",
     "example_keys",
     "layer_summary",
     "learning_rate_schedule",

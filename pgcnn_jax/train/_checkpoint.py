@@ -6,10 +6,13 @@ Layout under ``workdir/checkpoints``::
     best/<epoch>/          {state: {model}, loop: JSON}
     corrupt/latest-<step>/ unreadable "latest" checkpoints set aside on resume
 
-Saves are synchronous and atomic (orbax writes to a temporary directory and renames it), so a
-run killed at any moment leaves the previous checkpoint intact. The loop JSON of "latest"
-names the epoch whose "best" checkpoint is current; best checkpoints that no kept "latest"
-names are deleted only after that JSON is committed.
+Saves are asynchronous and atomic: ``save_*`` copies the state on the device and returns
+while orbax writes in the background to a temporary directory that it renames when done, so a
+run killed at any moment leaves the previous checkpoint intact. Every read, restore, listing
+and the next save first wait for a save in flight (:meth:`Checkpoints.wait`), as does
+:meth:`Checkpoints.close`. The loop JSON of "latest" names the epoch whose "best" checkpoint is
+current; a best checkpoint is deleted only when no committed "latest" names it and neither
+does the one being saved.
 
 Two "latest" checkpoints are kept so that a damaged newest one (a truncated file, a full
 disk) costs the steps since the one before: resuming sets the unreadable one aside under
@@ -26,6 +29,7 @@ import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
@@ -41,10 +45,17 @@ def _manager(path: str, max_to_keep: int | None) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         create=True,
-        enable_async_checkpointing=False,
+        enable_async_checkpointing=True,
         cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(os.path.abspath(path), options=options)
+
+
+@jax.jit
+def _copy(tree: Any) -> Any:
+    """A fresh device copy of ``tree``: a save in flight keeps its own buffers while the
+    training step donates the live ones."""
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
 
 
 def _abstract(tree: Any) -> Any:
@@ -126,28 +137,38 @@ class Checkpoints:
                 return loop
         return None
 
+    def wait(self) -> None:
+        """Waits until the saves in flight are committed."""
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
     # ------------------------------------------------------------------ latest
     def save_latest(self, step: int, model, optimizer, loop: dict[str, Any]) -> None:
-        """Saves model + optimizer state and the loop JSON at global ``step`` (the oldest of
-        the kept ones goes), then deletes best checkpoints that no kept latest one names."""
+        """Starts saving model + optimizer state and the loop JSON at global ``step`` (once
+        committed, the oldest of the kept ones goes), after deleting the best checkpoints that
+        neither a committed latest one nor ``loop`` names. Returns before the files are
+        written."""
+        self.wait()  # the previous save (long done: saves are many steps apart)
         if step in self.latest.all_steps():
             return  # nothing has changed since that save
-        state = {"model": get_pure_state(model), "optimizer": get_pure_state(optimizer)}
+        self._delete_unnamed_best(loop.get("best_epoch"))
+        state = _copy({"model": get_pure_state(model), "optimizer": get_pure_state(optimizer)})
         self.latest.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop)
             ),
         )
-        self.latest.wait_until_finished()
-        keep = {loop.get("best_epoch")}
+
+    def _delete_unnamed_best(self, *named: int | None) -> None:
+        """Deletes the best checkpoints that no committed latest one (nor ``named``) names."""
+        keep = set(named)
         for other in self.latest.all_steps():
-            if other != step:
-                try:
-                    with open(os.path.join(self._latest_dir(other), "loop", "metadata")) as f:
-                        keep.add(json.load(f).get("best_epoch"))
-                except (OSError, ValueError, AttributeError):
-                    return  # cannot tell which best checkpoint it needs: delete none
+            try:
+                with open(os.path.join(self._latest_dir(other), "loop", "metadata")) as f:
+                    keep.add(json.load(f).get("best_epoch"))
+            except (OSError, ValueError, AttributeError):
+                return  # cannot tell which best checkpoint it needs: delete none
         for epoch in self.best.all_steps():
             if epoch not in keep:
                 self.best.delete(epoch)
@@ -175,6 +196,7 @@ class Checkpoints:
         ``checkpoints/corrupt/`` with a warning naming both; without an older one the
         ``ValueError`` names its directory and what to do.
         """
+        self.wait()
         abstract = {
             "model": _abstract(get_pure_state(model)),
             "optimizer": _abstract(get_pure_state(optimizer)),
@@ -208,19 +230,21 @@ class Checkpoints:
 
     # ------------------------------------------------------------------ best
     def save_best(self, epoch: int, model, info: dict[str, Any]) -> None:
+        """Starts saving the model as the best of ``epoch`` (returns before it is written)."""
+        self.wait()
         if epoch in self.best.all_steps():  # re-done after a restart: same content
             self.best.delete(epoch)
         self.best.save(
             epoch,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave({"model": get_pure_state(model)}),
+                state=ocp.args.StandardSave(_copy({"model": get_pure_state(model)})),
                 loop=ocp.args.JsonSave(info),
             ),
         )
-        self.best.wait_until_finished()
 
     def restore_best(self, epoch: int, model) -> None:
         """Loads the best checkpoint of ``epoch`` into ``model``."""
+        self.wait()
         if epoch not in self.best.all_steps():
             raise ValueError(
                 f"no best checkpoint for epoch {epoch} under {self.directory}/best "
@@ -244,5 +268,11 @@ class Checkpoints:
         set_pure_state(model, restored.state["model"])
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        """Waits for the saves in flight, deletes best checkpoints no latest one names, and
+        closes the managers."""
+        try:
+            self.wait()
+            self._delete_unnamed_best()
+        finally:
+            self.latest.close()
+            self.best.close()

@@ -14,11 +14,18 @@ __all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences"]
 SCHEDULERS = ("cosine", "constant")
 
 # Keys that may change between a run and its resumption: they do not change any number the
-# run computes (where the data lives, when the run pauses, how often it checkpoints, whether
+# run computes (where the data lives, when the run pauses, how often it checkpoints, over
+# how many devices the batch is split: up to float rounding of the batch reductions; whether
 # partial layers run masked or adaptive: the same numbers to float rounding).
 # ``max_steps`` only decides where a run stops; continuing with a larger value follows the
 # very same trajectory as a run that never stopped.
-RESUMABLE_KEYS = ("data_dir", "max_steps", "checkpoint_every_steps", "model.execution")
+RESUMABLE_KEYS = (
+    "data_dir",
+    "max_steps",
+    "checkpoint_every_steps",
+    "devices",
+    "model.execution",
+)
 
 
 def _is_int(value: Any) -> bool:
@@ -68,6 +75,9 @@ class TrainConfig:
         every example gets its own elements from a key derived from its index in the split
         (independent of batch composition and order) and the prediction is the mean softmax
         of ``K`` independent samplings; costs ``K`` forward passes per example.
+      devices: devices the batch is split over (data parallel, state replicated; BatchNorm
+        statistics stay those of the whole batch); ``None``: every device. ``batch_size``
+        must be a multiple of it. A run may resume on another count.
     """
 
     dataset: str
@@ -91,6 +101,7 @@ class TrainConfig:
     early_stop_patience: int = 100
     checkpoint_every_steps: int = 200
     eval_samples: int = 1
+    devices: int | None = None
 
     def __post_init__(self):
         get_spec(self.dataset)  # an unknown dataset raises here
@@ -122,6 +133,14 @@ class TrainConfig:
             raise ValueError(f"max_steps must be None or a positive int, got {self.max_steps!r}")
         if not _is_int(self.eval_samples) or self.eval_samples < 1:
             raise ValueError(f"eval_samples must be a positive int, got {self.eval_samples!r}")
+        if self.devices is not None:
+            if not _is_int(self.devices) or self.devices < 1:
+                raise ValueError(f"devices must be None or a positive int, got {self.devices!r}")
+            if self.batch_size % self.devices:
+                raise ValueError(
+                    f"batch_size={self.batch_size} is not divisible by devices={self.devices}: "
+                    "every device takes an equal share of the batch"
+                )
         if self.monotonic and self.model.model != "ckresnet":
             raise ValueError(
                 f"monotonic={self.monotonic} needs model 'ckresnet', got {self.model.model!r}"

@@ -16,6 +16,7 @@ import flax
 import jax
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from pgcnn_jax.data import get_spec, load_dataset
@@ -25,6 +26,7 @@ from pgcnn_jax.train._checkpoint import Checkpoints
 from pgcnn_jax.train._config import TrainConfig, config_differences
 from pgcnn_jax.train._errors import TrainingDiverged
 from pgcnn_jax.train._lock import lock_workdir
+from pgcnn_jax.train._mesh import data_mesh, pad_size, prefetch, replicated
 from pgcnn_jax.train._metrics import MetricsLog, MetricSums, write_json
 from pgcnn_jax.train._schedule import schedule_for
 from pgcnn_jax.train._state import (
@@ -43,6 +45,10 @@ __all__ = ["EvalSums", "LoopState", "check_workdir", "evaluate", "train_and_eval
 
 _LOG = logging.getLogger(__name__)
 CONFIG_FILE, METRICS_FILE, RESULTS_FILE = "config.json", "metrics.jsonl", "results.json"
+# Every READ_EVERY steps the loop reads the metrics of the steps at least READ_LAG steps old
+# (long computed: the read does not wait for the device) for the progress bar and the
+# divergence check.
+READ_EVERY, READ_LAG = 20, 20
 
 
 # The LoopState fields of model selection (saved before validating a partial epoch).
@@ -111,9 +117,16 @@ class LoopState:
         return "max_steps"
 
 
-def _padded(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """``batch`` zero-padded to ``size`` examples with a ``mask`` of the real ones."""
+def _padded(
+    batch: dict[str, np.ndarray], size: int, lengths: list[int] | None = None
+) -> dict[str, np.ndarray]:
+    """``batch`` zero-padded to ``size`` examples with a ``mask`` of the real ones (their
+    number appended to ``lengths``)."""
     n = len(batch["label"])
+    if n > size:
+        raise ValueError(f"a batch of {n} examples cannot be padded to {size}")
+    if lengths is not None:
+        lengths.append(n)
     pad = size - n
     out = {
         "image": np.concatenate([batch["image"], np.zeros((pad, *batch["image"].shape[1:]), "f4")]),
@@ -153,7 +166,13 @@ class EvalSums(MetricSums):
 
 
 def evaluate(
-    model, loader, key: jax.Array, config: TrainConfig, *, samples: int | None = None
+    model,
+    loader,
+    key: jax.Array,
+    config: TrainConfig,
+    *,
+    samples: int | None = None,
+    mesh: Mesh | None = None,
 ) -> EvalSums:
     """One evaluation of ``loader`` in eval mode with ``samples`` (default
     ``config.eval_samples``) passes.
@@ -164,29 +183,34 @@ def evaluate(
     ``K`` times (:func:`~pgcnn_jax.train._steps.eval_samples_state`); the prediction is the
     mean softmax, independent of the batch size and of the other examples of a batch.
 
-    A smaller last batch is zero-padded to the batch size and masked, so one compiled
-    evaluation step serves every split.
+    Batches are split over the devices of ``config.devices`` (``mesh``: a
+    :func:`~pgcnn_jax.train.data_mesh` instead). Every batch, a smaller last one included,
+    is zero-padded to the loader's batch size rounded up to a multiple of the device count
+    and masked, so one compiled evaluation step serves every split.
     """
     samples = config.eval_samples if samples is None else samples
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be a positive int, got {samples!r}")
+    mesh = data_mesh(config.devices) if mesh is None else mesh
+    size = pad_size(loader.batch_size, mesh)
     model.eval()
     model_def, model_state = nnx.split(model)
-    kwargs = dict(weight_decay=config.weight_decay, monotonic=config.monotonic)
+    model_state = jax.device_put(model_state, replicated(mesh))  # placed once, not per batch
+    kwargs = dict(weight_decay=config.weight_decay, monotonic=config.monotonic, mesh=mesh)
     sums = EvalSums(samples)
     start = 0
-    for i, batch in enumerate(loader.epoch(0)):
-        n = len(batch["label"])
-        padded = _padded(batch, loader.batch_size)
+    lengths = []
+    batches = prefetch((_padded(b, size, lengths) for b in loader.epoch(0)), mesh)
+    for i, padded in enumerate(batches):
         if samples == 1:
             out = eval_state(model_def, model_state, padded, jax.random.fold_in(key, i), **kwargs)
         else:
-            keys = example_keys(key, start, loader.batch_size)
+            keys = jax.device_put(example_keys(key, start, size), padded["label"].sharding)
             out = eval_samples_state(
                 model_def, model_state, padded, keys, samples=samples, **kwargs
             )
         sums.add(out)
-        start += n
+        start += lengths[i]
     return sums.flush()
 
 
@@ -269,10 +293,14 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = Tr
     ``early_stop_patience`` epochs below the best (REFERENCE 5.4). At the end the best weights
     are restored and tested.
 
+    The batch is split over ``config.devices`` devices (a ``data`` mesh; state replicated) and
+    placed one step ahead; checkpoints are saved asynchronously. ``results.json`` records
+    ``num_devices``.
+
     Resumable: started again with the same config in the same ``workdir`` it continues from
     the latest checkpoint (mid-epoch included) and ends with the same numbers as an
     uninterrupted run; a finished run returns its stored ``results.json``. Config keys other
-    than ``data_dir``, ``max_steps`` and ``checkpoint_every_steps`` must match (else
+    than ``data_dir``, ``max_steps``, ``checkpoint_every_steps`` and ``devices`` must match (else
     ``ValueError`` naming them).
 
     A run stopped by ``max_steps`` inside an epoch validates that partial epoch (a
@@ -288,8 +316,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, progress: bool = Tr
 
     Raises:
       TrainingDiverged: the loss or the model state became NaN / inf. It is detected where
-        the loop reads the step metrics anyway (progress updates, checkpoints, epoch ends);
-        ``checkpoints/latest`` keeps the last finite state, no non-finite epoch is selected.
+        the loop reads the step metrics anyway (every 20 steps those of steps at least 20 old,
+        all of them at checkpoints and epoch ends); ``checkpoints/latest`` keeps the last
+        finite state, no non-finite epoch is selected.
       WorkdirLocked: another process is training in ``workdir``.
       ValueError: a bad config, a workdir of another config, or an unreadable checkpoint
         with no older intact one.
@@ -321,30 +350,29 @@ def _train_and_evaluate(config: TrainConfig, workdir: str, progress: bool) -> di
         augment=config.augment,
         rot_interval=config.rot_interval,
     )
+    mesh = data_mesh(config.devices, config.batch_size)
     check_workdir(config, workdir)
     steps_per_epoch = config.steps_per_epoch(splits.train.num_examples)
     model = create_model(config)
     # The temperature anneals over the run's own optimiser steps (an npz is not the paper's size).
     set_gumbel_horizon(model, config.epochs * steps_per_epoch)
     optimizer = create_optimizer(config, model, steps_per_epoch=steps_per_epoch)
-    # Committed arrays, like the ones a checkpoint restores: a resumed run then dispatches to
-    # the very executable an uninterrupted one uses (jit caches key on commitment).
-    device = jax.devices()[0]
+    # Replicated on the mesh, as a checkpoint restores them and the step takes them.
     for node in (model, optimizer):
-        nnx.update(node, jax.device_put(nnx.state(node), device))
-    session = _Session(config, workdir, splits, model, optimizer, say, progress)
+        nnx.update(node, jax.device_put(nnx.state(node), replicated(mesh)))
+    session = _Session(config, workdir, splits, model, optimizer, mesh, say, progress)
     try:
         return session.run()
     finally:
-        session.ckpt.close()
+        session.ckpt.close()  # waits for a save in flight
 
 
 class _Session:
     """One call of :func:`train_and_evaluate` after the model and data exist."""
 
-    def __init__(self, config, workdir, splits, model, optimizer, say, progress):
+    def __init__(self, config, workdir, splits, model, optimizer, mesh, say, progress):
         self.config, self.workdir, self.splits = config, workdir, splits
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer, self.mesh = model, optimizer, mesh
         self.say, self.progress = say, progress
         self.t_session = time.perf_counter()
         self.ckpt = Checkpoints(workdir)
@@ -362,22 +390,30 @@ class _Session:
         self.lr = schedule_for(config, config.lr, steps_per_epoch=spe)
         self.lr_probs = schedule_for(config, config.lr_probs_or_lr, steps_per_epoch=spe)
         self.steps = StepRunner(
-            model, optimizer, weight_decay=config.weight_decay, monotonic=config.monotonic
+            model,
+            optimizer,
+            weight_decay=config.weight_decay,
+            monotonic=config.monotonic,
+            mesh=mesh,
         )
         self.checked_step = self.loop.step  # steps up to here had finite losses and states
 
-    def check_finite(self, sums: MetricSums) -> None:
+    def check_finite(self, sums: MetricSums, *, lag: int = 0) -> None:
         """Raises :class:`TrainingDiverged` when a training step since the last check had a
-        non-finite loss or state (reads only metrics already on their way to the host)."""
-        if sums.finite:
-            self.checked_step = self.loop.step
+        non-finite loss or state. ``lag``: check only the steps at least that old (their
+        metrics are computed: no wait for the device); ``0``: every step (waits)."""
+        sums.flush(keep=lag)
+        done = self.loop.step - sums.pending
+        if sums.flushed_finite:
+            self.checked_step = max(self.checked_step, done)
             return
         raise self.diverged(
             f"the loss or a parameter became NaN/inf between steps {self.checked_step} and "
-            f"{self.loop.step} (epoch {self.loop.epoch})"
+            f"{done} (epoch {self.loop.epoch})"
         )
 
     def diverged(self, what: str) -> TrainingDiverged:
+        self.ckpt.wait()
         saved = self.ckpt.latest.latest_step()
         kept = (
             f"{self.ckpt.directory}/latest keeps the last finite state (step {saved})"
@@ -429,19 +465,21 @@ class _Session:
         spe, every = self.splits.train.steps_per_epoch, config.checkpoint_every_steps
         train_root = root_key(config.seed, TRAIN_SALT)
         sums = MetricSums(**loop.train)
-        for batch in self.splits.train.epoch(loop.epoch, start_step=loop.epoch_step):
+        # Batch i + 1 travels to the devices while step i runs (prefetch).
+        batches = self.splits.train.epoch(loop.epoch, start_step=loop.epoch_step)
+        for batch in prefetch(batches, self.mesh):
             if config.max_steps is not None and loop.step >= config.max_steps:
                 break
             key = jax.random.fold_in(train_root, loop.step)
-            out = self.steps(batch, key)
-            sums.add(out)
+            sums.add(self.steps(batch, key))
             loop.step += 1
             loop.epoch_step += 1
             bar.update(1)
-            if self.progress and loop.step % 20 == 0:  # a host sync: not every step
-                loss = float(out["loss_sum"]) / int(out["count"])
-                bar.set_postfix(epoch=loop.epoch, loss=f"{loss:.4f}", refresh=False)
-                self.check_finite(sums)
+            if loop.step % READ_EVERY == 0:  # steps READ_LAG old are done: no wait
+                self.check_finite(sums, lag=READ_LAG)
+                if self.progress and sums.count:
+                    loss = sums.loss_sum / sums.count  # the epoch's mean up to there
+                    bar.set_postfix(epoch=loop.epoch, loss=f"{loss:.4f}", refresh=False)
             stopping = loop.step == config.max_steps  # end_epoch(partial=True) saves then
             if every and loop.step % every == 0 and loop.epoch_step < spe and not stopping:
                 self.save_latest(sums, epoch_t0)
@@ -461,7 +499,7 @@ class _Session:
         if partial:
             loop.before_partial = {k: getattr(loop, k) for k in _SELECTION_FIELDS}
         eval_key = jax.random.fold_in(root_key(config.seed, EVAL_SALT), epoch)
-        val = evaluate(model, self.splits.validation, eval_key, config)
+        val = evaluate(model, self.splits.validation, eval_key, config)  # on config.devices
         if not val.finite:  # finite weights whose outputs overflow: not a usable model
             raise self.diverged(f"the validation loss of epoch {epoch} is {val.loss}")
         improved = (not partial or loop.best_epoch is None) and _is_improvement(
@@ -515,6 +553,7 @@ class _Session:
         """Restores the best weights, tests them, writes ``results.json``."""
         config, loop, model = self.config, self.loop, self.model
         self.steps.sync()
+        self.ckpt.wait()  # results.json only once every checkpoint is committed
         if loop.best_epoch is not None:
             self.ckpt.restore_best(loop.best_epoch, model)
         else:
@@ -541,6 +580,7 @@ class _Session:
             "augmentation": augmentation_values(model),
             "config": config.to_dict(),
             "device": _device(),
+            "num_devices": self.mesh.size,
             "seconds": self.elapsed(),
             "session_start_step": self.start_step,
             "session_seconds": time.perf_counter() - self.t_session,

@@ -28,14 +28,27 @@ class MetricSums:
     def add(self, metrics: dict[str, jax.Array]) -> None:
         self._pending.append(metrics)
 
-    def flush(self) -> MetricSums:
-        for m in jax.device_get(self._pending):
+    def flush(self, keep: int = 0) -> MetricSums:
+        """Adds the pending step outputs on the host, all but the newest ``keep`` (which may
+        still be computing: reading only older ones does not wait for the device)."""
+        n = max(len(self._pending) - keep, 0)
+        for m in jax.device_get(self._pending[:n]):
             self.loss_sum += float(m["loss_sum"])
             self.correct += int(m["correct"])
             self.count += int(m["count"])
             self.nonfinite += int(m.get("nonfinite", 0))
-        self._pending = []
+        self._pending = self._pending[n:]
         return self
+
+    @property
+    def pending(self) -> int:
+        """Step outputs not yet added on the host."""
+        return len(self._pending)
+
+    @property
+    def flushed_finite(self) -> bool:
+        """:attr:`finite` of the steps added on the host so far (no flush, no device wait)."""
+        return self.nonfinite == 0 and math.isfinite(self.loss_sum)
 
     @property
     def loss(self) -> float:

@@ -83,7 +83,32 @@ def make_optimizer(
     return tx, lr, lr_probs
 
 
-_TX_CACHE: dict[tuple, optax.GradientTransformation] = {}
+class _SettingsTransformation:
+    """An optax transformation that compares equal to any other built from the same
+    settings (hash and ``==`` by ``settings``).
+
+    The transformation is a static attribute of the optimizer's graph, part of the jitted
+    train step's cache key: two optimizers of equal settings (a second run of a config in a
+    process) then hit the step compiled for the first instead of retracing it.
+    """
+
+    def __init__(self, settings: tuple, tx: optax.GradientTransformation):
+        self.settings, self.tx = settings, tx
+
+    def init(self, params):
+        return self.tx.init(params)
+
+    def update(self, updates, state, params=None, **extra):
+        return self.tx.update(updates, state, params, **extra)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _SettingsTransformation) and other.settings == self.settings
+
+    def __hash__(self) -> int:
+        return hash(self.settings)
+
+    def __repr__(self) -> str:
+        return f"_SettingsTransformation{self.settings!r}"
 
 
 def create_optimizer(
@@ -93,15 +118,15 @@ def create_optimizer(
     :func:`make_optimizer` (``steps_per_epoch`` as there: the training loop passes the steps
     per epoch of the data it loaded).
 
-    The transformation is a static attribute of the optimizer's graph, so equal settings
-    reuse one transformation object: a second run of the same config in a process then hits
-    the compiled train step instead of retracing and recompiling it.
+    The transformation compares equal to that of any optimizer of equal settings (learning
+    rates, schedule lengths, clipping, parameter labels), so a second run of the same config
+    in a process reuses the compiled train step instead of retracing and recompiling it.
     """
     labels = param_labels(model)
     flat, _ = jax.tree_util.tree_flatten_with_path(labels)
     i = config.steps_per_nominal_epoch if steps_per_epoch is None else steps_per_epoch
     cosine = config.scheduler == "cosine"  # a constant schedule does not depend on epochs
-    key = (
+    settings = (
         config.lr,
         config.lr_probs_or_lr,
         config.scheduler,
@@ -111,11 +136,8 @@ def create_optimizer(
         config.gradient_clip,
         tuple((jax.tree_util.keystr(path), label) for path, label in flat),
     )
-    if key not in _TX_CACHE:
-        if len(_TX_CACHE) >= 64:
-            _TX_CACHE.pop(next(iter(_TX_CACHE)))
-        _TX_CACHE[key] = make_optimizer(config, labels, steps_per_epoch=steps_per_epoch)[0]
-    return nnx.Optimizer(model, _TX_CACHE[key], wrt=nnx.Param)
+    tx = make_optimizer(config, labels, steps_per_epoch=steps_per_epoch)[0]
+    return nnx.Optimizer(model, _SettingsTransformation(settings, tx), wrt=nnx.Param)
 
 
 # ---------------------------------------------------------------------------- state

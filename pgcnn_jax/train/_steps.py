@@ -1,12 +1,15 @@
 """The jit-compiled train and evaluation steps (STYLE 9, REFERENCE 5.1).
 
-Two forms of the same computation:
+One jitted train step (``_train_fn``) over the split state ``nnx.split((model, optimizer))``
+with explicit shardings over a device mesh (:mod:`pgcnn_jax.train._mesh`: the batch split
+along ``data``, state and outputs replicated; BatchNorm statistics are those of the global
+batch). Two ways to call it:
 
-* :func:`train_step` / :func:`eval_step`: ``nnx.jit`` over ``(model, optimizer, ...)``, the
-  public NNX-style API.
-* :class:`StepRunner` / :func:`eval_state`: ``jax.jit`` over the split state, used by the
-  training loop. ``nnx.jit`` walks the whole module graph on every call (about 10 ms for a
-  CKResNet with its optimizer, more than many GPU steps); the runner splits once per session.
+* :func:`train_step` / :func:`eval_step`: over ``(model, optimizer, ...)``, the public
+  NNX-style API, splitting and merging the modules around the jitted function.
+* :class:`StepRunner` / :func:`eval_state`: on the split state held once, used by the
+  training loop (splitting walks the whole module graph, about 10 ms for a CKResNet with its
+  optimizer, more than many GPU steps).
 
 :func:`eval_samples_state` / :func:`sampled_log_probs` are the ``K``-sample evaluation
 (DESIGN 5): each example is evaluated on its own with its own keys, and the prediction is the
@@ -23,9 +26,11 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
 from pgcnn_jax.models import kernel_norm_penalty, monotonic_penalty
 from pgcnn_jax.nn import advance_gumbel_steps
+from pgcnn_jax.train._mesh import batch_sharding, data_mesh, replicated
 
 __all__ = [
     "PER_EXAMPLE_MODES",
@@ -46,9 +51,10 @@ _TRACES: collections.Counter[str] = collections.Counter()
 
 
 def trace_counts() -> dict[str, int]:
-    """How often each step function was traced in this process (``train_step``,
-    ``eval_step``, ``train_state``, ``eval_state``, ``eval_samples_state``): a retracing guard
-    for tests, since new data and keys of the same shapes must not retrace."""
+    """How often each step function was traced in this process (``train_step``: the one
+    train step of :func:`train_step` and :class:`StepRunner`; ``eval_state``: that of
+    :func:`eval_step` and :func:`eval_state`; ``eval_samples_state``): a retracing guard for
+    tests, since new data and keys of the same shapes must not retrace."""
     return dict(_TRACES)
 
 
@@ -108,7 +114,66 @@ def _metrics(loss, correct, count, state=None) -> dict[str, jax.Array]:
     }
 
 
-@nnx.jit(donate_argnums=(0, 1), static_argnames=("weight_decay", "monotonic"))
+def _train_fn(spec, state, batch, key):
+    """The one train step: ``spec = (graphdef, weight_decay, monotonic)`` (static), ``state``
+    of ``nnx.split((model, optimizer))`` (donated). Returns ``(new state, metrics)``."""
+    _TRACES["train_step"] += 1
+    graphdef, weight_decay, monotonic = spec
+    model, optimizer = nnx.merge(graphdef, state)
+
+    def loss_fn(model):
+        return _objective(model, batch, key, weight_decay, monotonic)
+
+    (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    advance_gumbel_steps(model)  # the temperature schedule counts optimiser steps
+    return nnx.state((model, optimizer)), _metrics(loss, correct, count, nnx.state(model))
+
+
+def _eval_fn(spec, state, batch, key):
+    """Evaluation of ``batch``: ``spec = (graphdef, weight_decay, monotonic)`` (static),
+    ``state`` of ``nnx.split(model)``; state changes of the forward are discarded."""
+    _TRACES["eval_state"] += 1
+    graphdef, weight_decay, monotonic = spec
+    model = nnx.merge(graphdef, state)
+    loss, (correct, count) = _objective(model, batch, key, weight_decay, monotonic)
+    return _metrics(loss, correct, count)
+
+
+@functools.cache
+def _jitted(fn, mesh: Mesh, num_sharded: int = 1):
+    """``fn(spec, state, *args)`` under ``jax.jit`` on ``mesh``: ``spec`` static, the state
+    replicated, the first ``num_sharded`` of ``args`` split along the batch axis, the rest
+    and the outputs replicated; the train step donates its state. One compiled program per
+    ``(mesh, spec)``: a model whose static attributes change compiles a new step, equal
+    specs share one."""
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    donate = (1,) if fn is _train_fn else ()
+    return jax.jit(
+        fn,
+        static_argnums=0,
+        donate_argnums=donate,
+        in_shardings=(rep, data) + (data,) * (num_sharded - 1) + (rep,) * (2 - num_sharded),
+        out_shardings=rep,
+    )
+
+
+def _mesh_or_default(mesh: Mesh | None) -> Mesh:
+    return data_mesh(1) if mesh is None else mesh
+
+
+def _place(mesh: Mesh, state: Any, batch: Any, *more: Any) -> tuple:
+    """``state`` (and ``more``) replicated and ``batch`` split on ``mesh``, as the jitted
+    steps take them (a no-op for arrays already there). The mesh is part of an array's type:
+    placing every call's arguments alike keeps one compiled step for all calls."""
+    rep = replicated(mesh)
+    return (
+        jax.device_put(state, rep),
+        jax.device_put(batch, batch_sharding(mesh)),
+        *(jax.device_put(x, rep) for x in more),
+    )
+
+
 def train_step(
     model: nnx.Module,
     optimizer: nnx.Optimizer,
@@ -117,6 +182,7 @@ def train_step(
     *,
     weight_decay: float = 0.0,
     monotonic: float = 0.0,
+    mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
     """One optimiser step on ``batch`` (``image [B, H, W, C]``, ``label [B]``).
 
@@ -125,19 +191,21 @@ def train_step(
     donated. Returns ``{"loss_sum", "correct", "count", "nonfinite"}`` of the batch, where
     ``loss_sum`` is ``B`` times the objective (so sums over batches divided by counts are
     means) and ``nonfinite`` is 1 when the loss or the updated model state holds a NaN / inf.
+
+    ``mesh``: a :func:`~pgcnn_jax.train.data_mesh`; the batch is split along its ``data``
+    axis (``B`` a multiple of its size), model and optimizer replicated, and batch statistics
+    (BatchNorm) are those of the whole batch. ``None``: the first device. The same jitted
+    function as :class:`StepRunner`'s, splitting and merging the modules around it.
     """
-    _TRACES["train_step"] += 1
-
-    def loss_fn(model):
-        return _objective(model, batch, key, weight_decay, monotonic)
-
-    (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    optimizer.update(model, grads)
-    advance_gumbel_steps(model)  # the temperature schedule counts optimiser steps
-    return _metrics(loss, correct, count, nnx.state(model))
+    mesh = _mesh_or_default(mesh)
+    graphdef, state = nnx.split((model, optimizer))
+    state, batch, key = _place(mesh, state, batch, key)
+    spec = (graphdef, float(weight_decay), float(monotonic))
+    state, out = _jitted(_train_fn, mesh)(spec, state, batch, key)
+    nnx.update((model, optimizer), state)
+    return out
 
 
-@nnx.jit(static_argnames=("weight_decay", "monotonic"))
 def eval_step(
     model: nnx.Module,
     batch: dict[str, jax.Array],
@@ -145,6 +213,7 @@ def eval_step(
     *,
     weight_decay: float = 0.0,
     monotonic: float = 0.0,
+    mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
     """Loss and number of correct predictions of ``batch`` in the model's current mode.
 
@@ -152,37 +221,15 @@ def eval_step(
     forward per batch with keys derived from ``key``. The loss includes the same penalties as
     training (REFERENCE 5.1), so validation losses are comparable for tie-breaking. An
     optional ``batch["mask"]`` marks the real examples of a padded last batch (padding keeps
-    one compiled shape; in eval mode examples do not interact).
+    one compiled shape; in eval mode examples do not interact). State changes of the forward
+    (recorded kernel norms) are discarded. ``mesh`` as in :func:`train_step`.
     """
-    _TRACES["eval_step"] += 1
-    loss, (correct, count) = _objective(model, batch, key, weight_decay, monotonic)
-    return _metrics(loss, correct, count)
+    graphdef, state = nnx.split(model)
+    return eval_state(
+        graphdef, state, batch, key, weight_decay=weight_decay, monotonic=monotonic, mesh=mesh
+    )
 
 
-# ----------------------------------------------------------------------------- split state
-
-
-@functools.partial(
-    jax.jit, static_argnums=(0, 1), static_argnames=("weight_decay", "monotonic"),
-    donate_argnums=(2, 3),
-)  # fmt: skip
-def _train_state(
-    model_def, opt_def, model_state, opt_state, batch, key, *, weight_decay, monotonic
-):
-    _TRACES["train_state"] += 1
-    model, optimizer = nnx.merge(model_def, model_state), nnx.merge(opt_def, opt_state)
-
-    def loss_fn(model):
-        return _objective(model, batch, key, weight_decay, monotonic)
-
-    (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    optimizer.update(model, grads)
-    advance_gumbel_steps(model)  # the temperature schedule counts optimiser steps
-    state = nnx.state(model)
-    return state, nnx.state(optimizer), _metrics(loss, correct, count, state)
-
-
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("weight_decay", "monotonic"))
 def eval_state(
     model_def: nnx.GraphDef,
     model_state: Any,
@@ -191,13 +238,13 @@ def eval_state(
     *,
     weight_decay: float = 0.0,
     monotonic: float = 0.0,
+    mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
-    """:func:`eval_step` on ``nnx.split(model)`` (``model`` in eval mode); state changes of
-    the forward pass (recorded kernel norms) are discarded."""
-    _TRACES["eval_state"] += 1
-    model = nnx.merge(model_def, model_state)
-    loss, (correct, count) = _objective(model, batch, key, weight_decay, monotonic)
-    return _metrics(loss, correct, count)
+    """:func:`eval_step` on ``nnx.split(model)`` (``model`` in eval mode)."""
+    mesh = _mesh_or_default(mesh)
+    model_state, batch, key = _place(mesh, model_state, batch, key)
+    spec = (model_def, float(weight_decay), float(monotonic))
+    return _jitted(_eval_fn, mesh)(spec, model_state, batch, key)
 
 
 def example_keys(key: jax.Array, start: int | jax.Array, size: int) -> jax.Array:
@@ -287,11 +334,6 @@ def sampled_log_probs(
     )
 
 
-@functools.partial(
-    jax.jit,
-    static_argnums=(0,),
-    static_argnames=("samples", "weight_decay", "monotonic", "per_example"),
-)
 def eval_samples_state(
     model_def: nnx.GraphDef,
     model_state: Any,
@@ -302,6 +344,7 @@ def eval_samples_state(
     weight_decay: float = 0.0,
     monotonic: float = 0.0,
     per_example: str = "auto",
+    mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
     """``K``-sample evaluation of ``batch`` with per-example samples (DESIGN 5).
 
@@ -317,12 +360,23 @@ def eval_samples_state(
       weight_decay, monotonic: penalty weights; the loss adds their mean over the passes of
         each example (each pass renders its own kernels), as :func:`eval_step` adds them once.
       per_example: as in :func:`sampled_log_probs`.
+      mesh: as in :func:`train_step` (batch and keys split along ``data``).
 
     Returns:
       ``{"loss_sum", "correct", "count"}`` of the averaged prediction (``loss_sum``: sum over
       real examples of ``-log p_b[label]`` plus the penalties) and ``pass_correct [K]``: the
       correct predictions of each single pass.
     """
+    _check_samples(samples, per_example)
+    mesh = _mesh_or_default(mesh)
+    model_state, batch = _place(mesh, model_state, batch)
+    keys = jax.device_put(keys, batch_sharding(mesh))
+    spec = (model_def, samples, float(weight_decay), float(monotonic), per_example)
+    return _jitted(_eval_samples_fn, mesh, 2)(spec, model_state, batch, keys)
+
+
+def _eval_samples_fn(spec, model_state, batch, keys):
+    model_def, samples, weight_decay, monotonic, per_example = spec
     _TRACES["eval_samples_state"] += 1
     images, labels = batch["image"], batch["label"]
     b = labels.shape[0]
@@ -346,29 +400,45 @@ def eval_samples_state(
 
 
 class StepRunner:
-    """Training steps on the split state of ``model`` (train mode) and ``optimizer``.
+    """Training steps on the split state of ``model`` (train mode) and ``optimizer``, held
+    once (replicated on ``mesh``) and run by the jitted function of :func:`train_step`.
 
     While training, the runner's arrays are the current state and the module objects are
     stale (their buffers are donated to the next step): call :meth:`sync` before reading
-    ``model`` or ``optimizer`` (evaluation, checkpoints, logging).
+    ``model`` or ``optimizer`` (evaluation, checkpoints, logging). A model whose static
+    attributes change between steps (e.g. per-layer element counts): :meth:`sync`, change the
+    modules, :meth:`resplit`; the next step compiles for the new graph (cached per graph).
     """
 
-    def __init__(self, model, optimizer, *, weight_decay: float = 0.0, monotonic: float = 0.0):
+    def __init__(
+        self,
+        model: nnx.Module,
+        optimizer: nnx.Optimizer,
+        *,
+        weight_decay: float = 0.0,
+        monotonic: float = 0.0,
+        mesh: Mesh | None = None,
+    ):
         self.model, self.optimizer = model, optimizer
+        self.mesh = _mesh_or_default(mesh)
+        self.settings = (float(weight_decay), float(monotonic))
+        self._step = _jitted(_train_fn, self.mesh)
         model.train()
-        self.model_def, self.model_state = nnx.split(model)
-        self.opt_def, self.opt_state = nnx.split(optimizer)
-        self.kwargs = dict(weight_decay=weight_decay, monotonic=monotonic)
+        self.resplit()
+
+    def resplit(self) -> None:
+        """Splits the module objects again (their current arrays become the runner's
+        state, placed replicated on the mesh)."""
+        graphdef, state = nnx.split((self.model, self.optimizer))
+        self.spec = (graphdef, *self.settings)
+        self.state = jax.device_put(state, replicated(self.mesh))
 
     def __call__(self, batch: dict[str, Any], key: jax.Array) -> dict[str, jax.Array]:
-        """One optimiser step; returns the metrics of :func:`train_step`."""
-        self.model_state, self.opt_state, out = _train_state(
-            self.model_def, self.opt_def, self.model_state, self.opt_state, batch, key,
-            **self.kwargs,
-        )  # fmt: skip
+        """One optimiser step; returns the metrics of :func:`train_step` (not waited for).
+        ``batch`` is best already placed (:func:`~pgcnn_jax.train._mesh.prefetch`)."""
+        self.state, out = self._step(self.spec, self.state, *_place(self.mesh, (), batch, key)[1:])
         return out
 
     def sync(self) -> None:
         """Writes the current state into the module objects."""
-        nnx.update(self.model, self.model_state)
-        nnx.update(self.optimizer, self.opt_state)
+        nnx.update((self.model, self.optimizer), self.state)
