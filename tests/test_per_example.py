@@ -98,3 +98,14 @@ def test_bad_per_example_render(key):
     lift.per_example_render = "all"
     with pytest.raises(ValueError, match="unknown per_example_render 'all'"):
         lift(jnp.ones((2, 5, 5, 1)), rngs=nnx.Rngs(sample=key))
+
+
+def test_rendered_sets():
+    from pgcnn_jax.models import rendered_sets
+
+    chunk = pg.nn.per_example_chunk()
+    assert chunk == (1 if jax.default_backend() == "cpu" else 8)
+    config = ModelConfig(**TINY)
+    assert rendered_sets(config, 64) == chunk
+    assert rendered_sets(config.replace(sample_per_batch_element=False), 64) == 1
+    assert rendered_sets(config.replace(kernel="mlp_relu"), 64) == 64

@@ -7,7 +7,12 @@ from pgcnn_jax.models._ckresnet import CKResNet, ResBlock
 from pgcnn_jax.models._config import EXECUTIONS, HEADS, MODEL_NAMES, NORMS, ModelConfig
 from pgcnn_jax.models._gcnn import GCNN, GCNNBlock
 from pgcnn_jax.models._heads import MLPPooling, T2FinalConv
-from pgcnn_jax.models._memory import available_memory, check_kernel_memory, kernel_memory_bytes
+from pgcnn_jax.models._memory import (
+    available_memory,
+    check_kernel_memory,
+    kernel_memory_bytes,
+    rendered_sets,
+)
 from pgcnn_jax.models._penalties import (
     count_params,
     kernel_norm_penalty,
@@ -39,6 +44,7 @@ __all__ = [
     "kernel_norm_penalty",
     "monotonic_penalty",
     "partial_layers",
+    "rendered_sets",
     "resample",
     "rotate_images",
     "transform_images",

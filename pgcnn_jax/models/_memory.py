@@ -9,8 +9,9 @@ import jax
 from pgcnn_jax.groups import get_group
 from pgcnn_jax.models._common import block_widths
 from pgcnn_jax.models._config import ModelConfig
+from pgcnn_jax.nn import per_example_chunk
 
-__all__ = ["available_memory", "check_kernel_memory", "kernel_memory_bytes"]
+__all__ = ["available_memory", "check_kernel_memory", "kernel_memory_bytes", "rendered_sets"]
 
 _FALLBACK_LIMIT = 64 * 2**30  # when neither the device nor the host reports its memory
 _FLOAT_BYTES = 4
@@ -43,6 +44,20 @@ def kernel_memory_bytes(config: ModelConfig, *, in_features: int, num_samples: i
     group_conv = n * n * k * k * (2 + group.dim + hidden + 2 * channels)
     lifting = n * k * k * (2 + hidden + 2 * in_features * widths[0])
     return _FLOAT_BYTES * num_samples * max(group_conv, lifting)
+
+
+def rendered_sets(config: ModelConfig, batch_size: int) -> int:
+    """Element sets whose kernels are in memory at once in a forward + backward pass at
+    ``batch_size``: 1 with shared sampling; with ``sample_per_batch_element`` the chunk of
+    :func:`pgcnn_jax.nn.per_example_chunk` examples (kernels rendered chunk by chunk), or the
+    whole batch for ``mlp_*`` kernel nets (their BatchNorm statistics span every example's
+    kernel, so all ``B`` are rendered together). The ``num_samples`` of
+    :func:`kernel_memory_bytes` / :func:`check_kernel_memory`."""
+    if not config.sample_per_batch_element:
+        return 1
+    if config.kernel.startswith("mlp_"):
+        return batch_size
+    return min(batch_size, per_example_chunk())
 
 
 def available_memory() -> tuple[int, str]:
