@@ -216,3 +216,39 @@ def test_bench_adaptive_runs_smaller_convs():
     kernels = {tuple(rhs) for _, rhs, _, _ in r["conv_shapes"]}
     # Group-conv kernels [3, 3, N_in C, N_out C] on N' = 2 slots (C = 2), none on all N = 4.
     assert (3, 3, 4, 4) in kernels and (3, 3, 8, 8) not in kernels
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+def test_training_loop_adaptive_equals_masked(tmp_path):
+    """``train_and_evaluate`` with ``execution="adaptive"`` follows the masked run: the same
+    losses, accuracies and thetas epoch by epoch, while its layers' sizes shrink with theta
+    (so the loop split the runner again and compiled for new sizes)."""
+    from test_train import TINY, read_metrics, write_mnist_npz  # tests/ is on sys.path
+
+    from pgcnn_jax.train import TrainConfig, train_and_evaluate
+
+    data = write_mnist_npz(tmp_path / "mnist.npz")
+    base = TrainConfig(
+        dataset="mnist6_180", data=data, model=TINY, epochs=2, batch_size=4, lr=1e-2,
+        lr_probs=0.2, scheduler="constant",
+    )  # fmt: skip
+    runs = {}
+    for execution in ("masked", "adaptive"):
+        config = base.replace(model=TINY.replace(execution=execution))
+        runs[execution] = train_and_evaluate(config, tmp_path / execution, progress=False)
+    masked, adaptive = (read_metrics(tmp_path / e) for e in ("masked", "adaptive"))
+    # Biases in front of a norm get a gradient that is float noise (the norm removes them), and
+    # Adam turns noise into steps of size lr: those biases differ between any two summation
+    # orders. They leave training (batch statistics) unchanged, so training metrics and thetas
+    # agree tightly; evaluation (running statistics) sees them, so validation only to 1e-2.
+    for a, b in zip(masked, adaptive, strict=True):
+        for k in ("train_loss", "train_accuracy"):
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(b["theta"], a["theta"], rtol=1e-4, atol=1e-5)
+        assert b["elements"] == a["elements"]
+        np.testing.assert_allclose(b["val_loss"], a["val_loss"], rtol=1e-2)
+    n = TINY.num_elements
+    assert any(e < n for r in adaptive for e in r["elements"]), adaptive[-1]["elements"]
+    assert runs["adaptive"]["test_loss"] == pytest.approx(runs["masked"]["test_loss"], rel=1e-2)

@@ -20,8 +20,8 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from pgcnn_jax.data import get_spec, load_dataset
-from pgcnn_jax.models import check_kernel_memory, count_params
-from pgcnn_jax.nn import set_gumbel_horizon
+from pgcnn_jax.models import check_kernel_memory, count_params, rendered_sets
+from pgcnn_jax.nn import set_gumbel_horizon, update_adaptive
 from pgcnn_jax.train._checkpoint import Checkpoints
 from pgcnn_jax.train._config import TrainConfig, config_differences
 from pgcnn_jax.train._errors import TrainingDiverged
@@ -222,12 +222,12 @@ def check_workdir(config: TrainConfig, workdir: str, *, record: bool = True) -> 
 
     Before anything is written, a model whose kernel rendering cannot fit in memory is
     refused (``ValueError`` from :func:`~pgcnn_jax.models.check_kernel_memory`, with the
-    batch size as element sets per forward when sampling per batch element). Raises
+    element sets of :func:`~pgcnn_jax.models.rendered_sets` per forward). Raises
     :class:`~pgcnn_jax.train.WorkdirLocked` when another process trains in ``workdir``."""
     check_kernel_memory(
         config.model,
         in_features=get_spec(config.dataset).image_shape[-1],
-        num_samples=config.batch_size if config.model.sample_per_batch_element else 1,
+        num_samples=rendered_sets(config.model, config.batch_size),
     )
     with lock_workdir(workdir):
         _check_workdir(config, workdir, record)
@@ -471,6 +471,7 @@ class _Session:
             if config.max_steps is not None and loop.step >= config.max_steps:
                 break
             key = jax.random.fold_in(train_root, loop.step)
+            self.adapt()
             sums.add(self.steps(batch, key))
             loop.step += 1
             loop.epoch_step += 1
@@ -495,6 +496,7 @@ class _Session:
         config, loop, model = self.config, self.loop, self.model
         self.check_finite(sums)
         self.steps.sync()
+        self.adapt()  # evaluate at the sizes of the current thetas
         epoch = loop.epoch
         if partial:
             loop.before_partial = {k: getattr(loop, k) for k in _SELECTION_FIELDS}
@@ -549,6 +551,17 @@ class _Session:
         loop.early_stopped = loop.epochs_without_improvement >= config.early_stop_patience
         self.save_latest(MetricSums(), time.perf_counter())
 
+    def adapt(self) -> None:
+        """Adaptive execution (DESIGN 4): the partial layers' sizes follow their current
+        thetas (one host read per step). When a size changes the runner is split again and
+        the next step compiles for the new sizes (cached per tuple of sizes)."""
+        if self.config.model.execution != "adaptive":
+            return
+        self.steps.sync()  # the modules see the runner's current arrays (no copies)
+        if update_adaptive(self.model):
+            self.model.train()  # an evaluation may have left the modules in eval mode
+            self.steps.resplit()
+
     def finish(self) -> dict:
         """Restores the best weights, tests them, writes ``results.json``."""
         config, loop, model = self.config, self.loop, self.model
@@ -558,6 +571,8 @@ class _Session:
             self.ckpt.restore_best(loop.best_epoch, model)
         else:
             self.say("no validation pass completed: testing the current weights")
+        if config.model.execution == "adaptive":
+            update_adaptive(model)  # the restored thetas' sizes (the runner is done)
         test = evaluate(model, self.splits.test, root_key(config.seed, TEST_SALT), config)
         layers = layer_summary(model)
         results = {

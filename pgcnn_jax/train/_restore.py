@@ -9,6 +9,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from pgcnn_jax.nn import update_adaptive
 from pgcnn_jax.train._config import TrainConfig
 from pgcnn_jax.train._state import create_model, create_optimizer, get_pure_state, set_pure_state
 
@@ -115,5 +116,7 @@ def load_run(workdir: str | os.PathLike, *, which: str = "best") -> tuple[nnx.Mo
             f"checkpoint {path} does not fit the model of {workdir}/{_CONFIG_FILE}: {err}"
         ) from None
     set_pure_state(model, restored["model"])
+    if config.model.execution == "adaptive":
+        update_adaptive(model)  # the sizes of the restored thetas
     model.eval()
     return model, config
