@@ -361,8 +361,8 @@ def _check(fv: flags.FlagValues) -> None:
         raise ValueError(f"--devices={fv.devices}: this host has {local} local device(s)")
     if fv.devices > 1:
         raise ValueError(
-            f"--devices={fv.devices}: the train step runs on one device until it is sharded "
-            "(issue 8 item 2); use --devices=1"
+            f"--devices={fv.devices}: the bench times the step on one device (the training "
+            "loop shards its step over --devices; the bench does not yet); use --devices=1"
         )
     for name in fv.configs:  # every name and override is checked before anything compiles
         bench_config(

@@ -91,6 +91,13 @@ for precision in tf32 bfloat16; do
     --configs="$CONFIGS" --precision="$precision" --execution=masked --devices=1 \
     "${BENCH_SIZE[@]}" --json="$OUT_DIR/bench_$precision.json" || STATUS=1
 done
+# Adaptive execution (DESIGN 4) of the half-width configs, against their masked lines above.
+box=$(left)
+[ "$box" -gt $((BUDGET * 10 / 100)) ] && box=$((BUDGET * 10 / 100))
+run_boxed "$box" "$OUT_DIR/bench_tf32_adaptive.txt" "$PY" -m experiments.bench \
+  --configs="${PGCNN_ADAPTIVE_CONFIGS:-se2-16-partial-half,se2-8-partial-half}" \
+  --precision=tf32 --execution=adaptive --devices=1 \
+  "${BENCH_SIZE[@]}" --json="$OUT_DIR/bench_tf32_adaptive.json" || STATUS=1
 
 # 3. Table 1 at the paper's schedule on the mnist5k npz, as much as fits.
 if [ "$SMOKE" = "1" ] && [ ! -f "$NPZ" ]; then
