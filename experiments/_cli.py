@@ -23,6 +23,7 @@ from typing import Any
 import jax
 from absl import flags, logging
 
+from experiments._flagset import print_error
 from experiments.configs import CLI_OF_DATASET, PRESETS, with_overrides
 from pgcnn_jax.data import describe_source
 from pgcnn_jax.groups import GROUP_NAMES
@@ -282,7 +283,7 @@ def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
                 raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
             return main(argv)
         except (ValueError, TrainingDiverged, WorkdirLocked) as err:
-            print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+            print_error(err)
             raise SystemExit(1) from None
 
     return wrapped

@@ -56,6 +56,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
+from experiments._flagset import parse_or_help, print_error
 from experiments._floor import collect_convs, floor_fn, live_jaxpr, random_operands
 from experiments.configs import PRESETS, get_preset
 from pgcnn_jax.data import get_spec
@@ -378,17 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (1 on bad flags)."""
     argv = list(sys.argv if argv is None else argv)
     fv = _flag_values()
-    if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv[1:]):
-        print(__doc__)
-        print(fv.get_help())
-        return 0
     try:
-        rest = fv(argv)
-        if len(rest) > 1:
-            raise ValueError(f"unexpected arguments: {' '.join(rest[1:])}")
+        if not parse_or_help(fv, argv, __doc__):
+            return 0
         _check(fv)
     except (ValueError, flags.Error) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        print_error(err)
         return 1
     header = _header(argv, fv)
     print(

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from absl import flags, logging
 
+from experiments._flagset import parse_or_help, print_error
 from pgcnn_jax.analysis import equivariance_profile, learned_subsets, rotation_response
 from pgcnn_jax.data import get_spec, load_dataset
 from pgcnn_jax.train import CHECKPOINT_KINDS, TrainConfig, load_run, load_run_config
@@ -389,15 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (1 on bad input)."""
     argv = list(sys.argv if argv is None else argv)
     fv = _flag_values()
-    if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv[1:]):
-        print(__doc__)
-        print(fv.get_help())
-        return 0
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
-        rest = fv(argv)
-        if len(rest) > 1:
-            raise ValueError(f"unexpected arguments: {' '.join(rest[1:])}")
+        if not parse_or_help(fv, argv, __doc__):
+            return 0
         if fv.fig is None:
             raise ValueError(f"--fig is required: one of {', '.join(FIGURES)}")
         result = run(
@@ -414,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=fv.data_dir,
         )
     except (ValueError, flags.Error) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        print_error(err)
         return 1
     print(f"wrote {result['png']} and {result['json']}", file=sys.stderr, flush=True)
     return 0

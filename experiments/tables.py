@@ -32,6 +32,7 @@ from typing import Any
 
 from absl import flags
 
+from experiments._flagset import parse_or_help, print_error
 from experiments._tables_grid import TABLES, Cell, TableSpec, cells
 from experiments.configs import CLI_OF_DATASET, PRESETS, get_preset
 
@@ -573,14 +574,9 @@ def main(argv: Sequence[str] | None = None, *, execute=execute) -> int:
     """The command line; returns the exit status (1 on bad flags or failed runs)."""
     argv = list(sys.argv if argv is None else argv)
     fv = _flag_values()
-    if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv[1:]):
-        print(__doc__)
-        print(fv.get_help())
-        return 0
     try:
-        rest = fv(argv)
-        if len(rest) > 1:
-            raise ValueError(f"unexpected arguments: {' '.join(rest[1:])}")
+        if not parse_or_help(fv, argv, __doc__):
+            return 0
         if fv.table is None:
             raise ValueError(f"--table is required: one of {', '.join(map(str, TABLES))}")
         table_spec(fv.table)
@@ -598,7 +594,7 @@ def main(argv: Sequence[str] | None = None, *, execute=execute) -> int:
         )
         shard = parse_shard(fv.shard)
     except (ValueError, flags.Error) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        print_error(err)
         return 1
     table, root = fv.table, fv.root
     if fv.dry_run:
