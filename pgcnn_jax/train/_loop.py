@@ -360,7 +360,9 @@ def _train_and_evaluate(config: TrainConfig, workdir: str, progress: bool) -> di
     # Replicated on the mesh, as a checkpoint restores them and the step takes them.
     for node in (model, optimizer):
         nnx.update(node, jax.device_put(nnx.state(node), replicated(mesh)))
-    session = _Session(config, workdir, splits, model, optimizer, mesh, say, progress)
+    session = _Session(
+        config, workdir, splits, model, optimizer, mesh, say, progress, steps_per_epoch
+    )
     try:
         return session.run()
     finally:
@@ -370,7 +372,9 @@ def _train_and_evaluate(config: TrainConfig, workdir: str, progress: bool) -> di
 class _Session:
     """One call of :func:`train_and_evaluate` after the model and data exist."""
 
-    def __init__(self, config, workdir, splits, model, optimizer, mesh, say, progress):
+    def __init__(
+        self, config, workdir, splits, model, optimizer, mesh, say, progress, steps_per_epoch
+    ):
         self.config, self.workdir, self.splits = config, workdir, splits
         self.model, self.optimizer, self.mesh = model, optimizer, mesh
         self.say, self.progress = say, progress
@@ -386,7 +390,8 @@ class _Session:
         # Kept: the lines of finished epochs, and that of a validated partial one not reopened.
         self.log.truncate(self.loop.epoch + (self.loop.before_partial is not None))
         self.start_step, self.start_seconds = self.loop.step, self.loop.seconds
-        spe = config.steps_per_epoch(splits.train.num_examples)
+        # The optimiser's schedules (logged per epoch), on the loaded data's epochs.
+        spe = steps_per_epoch
         self.lr = schedule_for(config, config.lr, steps_per_epoch=spe)
         self.lr_probs = schedule_for(config, config.lr_probs_or_lr, steps_per_epoch=spe)
         self.steps = StepRunner(
