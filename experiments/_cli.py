@@ -26,7 +26,7 @@ from absl import flags, logging
 from experiments._flagset import print_error
 from experiments.configs import CLI_OF_DATASET, PRESETS, with_overrides
 from pgcnn_jax.data import describe_source
-from pgcnn_jax.groups import GROUP_NAMES
+from pgcnn_jax.groups import GROUP_NAMES, get_group
 from pgcnn_jax.models import HEADS, MODEL_NAMES
 from pgcnn_jax.train import (
     TrainConfig,
@@ -152,8 +152,8 @@ def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
     (``notes``: see :func:`say`)."""
     group = _GROUP.value or ("e2" if dataset == "mnist6_m" else "se2")
     partial = FLAGS.partial
-    if group == "t2" and not FLAGS["partial"].present:
-        partial = False
+    if not FLAGS["partial"].present:
+        partial = get_group(group).implied_settings().get("partial", partial)
     variant = _variant(_MODEL.value or "ckresnet", group, partial, _HEAD.value)
     candidates = [f"{dataset}-{variant}"]
     for g in ("se2", "e2"):  # the same architecture with another group, replaced below
@@ -227,10 +227,10 @@ def resolve(
     overrides.update(_parse_set(FLAGS.set))
     config = with_overrides(base, **overrides)
     check_devices(config.devices, config.batch_size)  # more than there are: say so now
-    implied = {"t2": "N=1, deterministic sampling, no partial equivariance",
-               "mirror": "N=2, deterministic sampling"}  # fmt: skip
-    if _GROUP.value in implied:
-        say(f"group {_GROUP.value} implies {implied[_GROUP.value]}", notes)
+    implied = get_group(_GROUP.value).implied_settings() if _GROUP.value else {}
+    if implied:
+        fixed = ", ".join(f"{k}={v}" for k, v in implied.items())
+        say(f"group {_GROUP.value} implies {fixed}", notes)
     if _PRESET.value is None:
         m = config.model
         name = f"{config.dataset}-{_variant(m.model, m.group, m.partial, m.head)}"

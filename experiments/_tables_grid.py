@@ -16,13 +16,13 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 from experiments.configs import CLI_OF_DATASET, PRESETS
+from pgcnn_jax.groups import get_group
 
 __all__ = ["TABLES", "Cell", "Column", "Row", "TableSpec", "cells"]
 
 DATASETS = (("rotmnist", "RotMNIST"), ("cifar10", "CIFAR10"), ("cifar100", "CIFAR100"))
 KERNELS = ("siren", "mlp_relu", "mlp_leaky_relu", "mlp_swish", "fourier", "gabor", "magnet")
 # Groups whose presets fix the number of elements (no ``--elems`` on the command line).
-_FIXED_N_GROUPS = ("t2", "mirror")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Cell:
     ) -> list[str]:
         """The argument list that trains this cell with ``seed`` into its run directory."""
         cmd = [python, "-m", self.cli, f"--preset={self.preset}"]
-        if PRESETS[self.preset].config.model.group not in _FIXED_N_GROUPS:
+        if get_group(PRESETS[self.preset].config.model.group).fixed_num_elements is None:
             cmd.append(f"--elems={self.elems}")
         if self.kernel:
             cmd.append(f"--kernel={self.kernel}")

@@ -22,6 +22,7 @@ import dataclasses
 from typing import Any
 
 from experiments._paper import CK_PAPER, CK_ROWS, GCNN_PAPER, GCNN_ROWS
+from pgcnn_jax.groups import get_group
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import TrainConfig
 
@@ -59,7 +60,7 @@ class Preset:
     def command(self) -> str:
         cli = CLI_OF_DATASET[self.config.dataset]
         cmd = f"python -m experiments.{cli} --preset={self.name}"
-        if self.config.model.group not in ("t2", "mirror"):
+        if get_group(self.config.model.group).fixed_num_elements is None:
             cmd += f" --elems={self.config.model.num_elements}"
         return cmd
 
@@ -382,8 +383,8 @@ def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
             train_kw[key] = value
         else:
             raise ValueError(f"unknown config field {key!r}")
-    implied = {"t2": T2, "mirror": _MIRROR}.get(model_kw.get("group"), {})
-    model_kw = {k: v for k, v in implied.items() if k != "group"} | model_kw
+    implied = get_group(model_kw["group"]).implied_settings() if "group" in model_kw else {}
+    model_kw = implied | model_kw
     model = train_kw.pop("model", config.model)
     if model_kw:
         model = model.replace(**model_kw)

@@ -35,6 +35,7 @@ from absl import flags, logging
 from experiments._flagset import parse_or_help, print_error
 from pgcnn_jax.analysis import equivariance_profile, learned_subsets, rotation_response
 from pgcnn_jax.data import get_spec, load_dataset
+from pgcnn_jax.groups import get_group
 from pgcnn_jax.train import CHECKPOINT_KINDS, TrainConfig, load_run, load_run_config
 
 __all__ = ["FIGURES", "FIG4_ANGLES", "main", "run", "run_label"]
@@ -50,7 +51,7 @@ def run_label(config: TrainConfig) -> str:
     """``"partial G-CNN (SE2, N=4)"``, ``"G-CNN (E2, N=8)"``, ``"Augerino (SE2, N=8)"`` or
     ``"CNN (T2)"``."""
     m = config.model
-    if m.group == "t2":
+    if get_group(m.group).fixed_num_elements == 1:  # the trivial group: a plain CNN
         return "CNN (T2)"
     kind = "partial G-CNN" if m.partial else "G-CNN"
     if m.model.startswith("augerino"):

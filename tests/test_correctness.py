@@ -130,7 +130,7 @@ def _grid_indices(group, n):
     """``(rotation index, mirror)`` of the grid elements, as integers."""
     rot = group.num_rotations(n)
     a = np.arange(n) % rot
-    m = np.where(np.arange(n) < rot, 1, -1) if group.has_mirror else np.ones(n, int)
+    m = np.where(np.arange(n) < rot, 1, -1) if isinstance(group, pg.groups.E2) else np.ones(n, int)
     return a, m, rot
 
 

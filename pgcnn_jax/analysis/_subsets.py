@@ -6,10 +6,11 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from pgcnn_jax.analysis._record import conv_layers, record_features
-from pgcnn_jax.groups import subset_size
+from pgcnn_jax.nn import PartialGroupLayer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +29,9 @@ class LayerSubset:
       keep_probs: per grid element keep probabilities (deterministic partial layers).
       num_elements: slots ``N`` of the layer.
       num_rotations: rotations ``N'`` (SE2) or ``R'`` (E2) kept at the current parameters
-        (:func:`pgcnn_jax.groups.subset_size`).
+        (:meth:`pgcnn_jax.groups.Group.summarize`).
+      axes: every axis of the group with the count kept, of how many, and its learned width
+        (:class:`pgcnn_jax.groups.SubsetSummary`).
     """
 
     name: str
@@ -40,45 +43,30 @@ class LayerSubset:
     keep_probs: tuple[float, ...] | None
     num_elements: int
     num_rotations: int
+    axes: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def _subset(name: str, layer) -> LayerSubset:
-    g = layer.group
-    n = layer.num_elements
-    theta_param = getattr(layer, "theta", None)
-    keep = getattr(layer, "keep", None)
-    mirror = getattr(layer, "mirror", None)
-    count, _ = subset_size(
-        g,
-        n,
-        theta=None if theta_param is None else theta_param[...],
-        keep=None if keep is None else keep[...],
-        mirror=None if mirror is None else mirror[...],
-    )
-    theta = 1.0 if theta_param is None else float(theta_param[...])
-    if not g.has_rotations:
-        theta_out, interval = None, None
-    else:
-        theta_out, interval = theta, (-180.0 * abs(theta), 180.0 * abs(theta))
-    mirror_prob = None
-    if g.has_mirror:
-        mirror_prob = 1.0 if mirror is None else float(jax.nn.sigmoid(2.0 * mirror[...]))
-    keep_probs = None
-    if keep is not None:
-        keep_probs = tuple(float(p) for p in jax.nn.sigmoid(2.0 * keep[...]))
+    g, n = layer.group, layer.num_elements
+    partial = isinstance(layer, PartialGroupLayer) and layer.partial
+    params = {}
+    if partial:
+        params = {k: np.asarray(jax.device_get(p[...])) for k, p in layer.distribution().items()}
+    summary = g.summarize(n, params)
     return LayerSubset(
         name=name,
         group=g.name,
-        partial=bool(getattr(layer, "partial", False)),
-        theta=theta_out,
-        interval_deg=interval,
-        mirror_prob=mirror_prob,
-        keep_probs=keep_probs,
+        partial=partial,
+        theta=summary.theta,
+        interval_deg=summary.interval_deg,
+        mirror_prob=summary.mirror_prob,
+        keep_probs=summary.keep_probs,
         num_elements=n,
-        num_rotations=count,
+        num_rotations=summary.num_rotations,
+        axes=summary.axes,
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
+
+from pgcnn_jax.groups import get_group
 
 __all__ = ["derive_mnist6", "rotate_bilinear"]
 
@@ -61,6 +64,9 @@ def rotate_bilinear(images: np.ndarray, angles_deg: np.ndarray | float) -> np.nd
     return out.reshape(images.shape)
 
 
+_TRANSFORMS = {"rot180": ("se2", (math.pi,)), "mirror": ("mirror", (0.0, -1.0))}
+
+
 def derive_mnist6(
     images: np.ndarray,
     labels: np.ndarray,
@@ -72,8 +78,9 @@ def derive_mnist6(
     """Builds MNIST6-180 / MNIST6-M from MNIST images and digit labels.
 
     Keeps the digit 6 only and appends a transformed copy: rotated by exactly 180 degrees
-    (``np.rot90`` twice, ``transform="rot180"``) or flipped along the column axis
-    (``transform="mirror"``). Label 0 = original, 1 = transformed; originals come first.
+    (``transform="rot180"``) or flipped along the column axis (``transform="mirror"``),
+    both by the groups' exact pixel action. Label 0 = original, 1 = transformed; originals
+    come first.
 
     Args:
         images: ``uint8`` ``[N, H, W, C]`` (or ``[N, H, W]``) MNIST images.
@@ -97,10 +104,10 @@ def derive_mnist6(
             raise ValueError("rng is required when rot_interval is non-zero")
         angles = rng.uniform(-rot_interval, rot_interval, size=len(sixes))
         sixes = rotate_bilinear(sixes, angles)
-    if transform == "rot180":
-        other = np.rot90(sixes, 2, axes=(1, 2))
-    else:
-        other = sixes[:, :, ::-1]
+    # The groups' exact pixel action: the rotation by pi of SE(2), the reflection of the mirror
+    # group (columns reversed).
+    group, element = _TRANSFORMS[transform]
+    other = np.asarray(get_group(group).act(sixes, element, exact=True))
     out_images = np.ascontiguousarray(np.concatenate([sixes, other]))
     out_labels = np.repeat(np.array([0, 1], dtype=np.int32), len(sixes))
     return out_images, out_labels

@@ -1,4 +1,6 @@
-"""Monte Carlo sampling of group elements (REFERENCE 1.6-1.7), in the masked execution.
+"""Monte Carlo sampling of group elements (REFERENCE 1.6-1.7), in the masked execution: the
+building blocks the groups' :meth:`~pgcnn_jax.groups.Group.sample` methods share, and the
+group-generic entry points :func:`sample_elements` / :func:`subset_size`.
 
 Every sampler returns ``(elements, mask)`` with static shapes ``[S, N, d]`` and ``[S, N]``:
 ``N`` slots, of which the first ``N'`` are valid (``mask == 1``); invalid slots hold the
@@ -10,14 +12,20 @@ mirrored; with ``R' = R`` and the mirror on this is the full grid layout.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgcnn_jax.groups._group import TWO_PI, Group
-
-SAMPLING_METHODS = ("deterministic", "random")
+from pgcnn_jax.groups._base import (
+    SAMPLING_METHODS,
+    TWO_PI,
+    DistributionSpec,
+    Group,
+    get_group,
+    host_sigmoid,
+)
 
 
 def gumbel_temperature(
@@ -66,49 +74,6 @@ def partial_count(num: int, theta: jax.typing.ArrayLike, *, signed_ceil: bool = 
     return jnp.clip(raw, 1, num).astype(jnp.int32)
 
 
-def subset_size(
-    group: Group,
-    num_elements: int,
-    *,
-    theta: jax.typing.ArrayLike | None = None,
-    keep: jax.typing.ArrayLike | None = None,
-    mirror: jax.typing.ArrayLike | None = None,
-) -> tuple[int, int]:
-    """The size of the subset a layer's distribution keeps at its current parameters (the N'
-    rule used by training logs and the subset analysis), as host ints ``(R', N')``.
-
-    ``R'`` counts rotations: ``min(ceil(R |theta|), R)`` with ``theta`` (:func:`partial_count`,
-    signed for mirror groups), ``1 +`` the number of keep probabilities ``sigmoid(2 keep)``
-    that are at least 1/2 with ``keep`` (the identity is always kept), else all ``R``
-    rotations. ``N' = 2 R'`` for mirror groups when the mirror probability ``sigmoid(2 mirror)``
-    is at least 1/2 (or without a mirror parameter), else ``R'``. Every choice is the mode
-    of its Bernoulli, so ``(R', N')`` is the most probable sampled subset's size.
-    """
-    n = group.check_num_elements(num_elements)
-    rot = group.num_rotations(n)
-    if theta is not None and keep is not None:
-        raise ValueError("a layer learns theta (random sampling) or keep (deterministic), not both")
-    if not group.has_rotations or rot == 1:
-        rotations = rot
-    elif theta is not None:
-        rotations = int(partial_count(rot, theta, signed_ceil=group.has_mirror))
-    elif keep is not None:
-        keep = np.asarray(keep, np.float64)
-        if keep.shape != (rot - 1,):
-            raise ValueError(f"keep must have shape ({rot - 1},), got {keep.shape}")
-        rotations = 1 + int(np.sum(_sigmoid(2.0 * keep) >= 0.5))
-    else:
-        rotations = rot
-    if not group.has_mirror:
-        return rotations, rotations
-    mirrored = mirror is None or _sigmoid(2.0 * float(np.asarray(mirror))) >= 0.5
-    return rotations, 2 * rotations if mirrored else rotations
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
-
-
 def _stratified_interval(theta: jax.Array, u: jax.Array, slots: int, count: jax.Array):
     """Angles ``2 pi sg(theta) k / N' - pi theta + 2 pi theta u / N'`` for ``k < N'``.
 
@@ -149,60 +114,44 @@ def _keep_compact(grid_angles: jax.Array, keep: jax.Array, key: jax.Array, tempe
     return angles, count
 
 
-def sample_elements(
-    group: Group,
-    key: jax.Array | None,
-    num_elements: int,
-    *,
-    num_samples: int = 1,
-    sampling: str = "random",
-    partial: bool = False,
-    theta: jax.typing.ArrayLike | None = None,
-    mirror: jax.typing.ArrayLike | None = None,
-    keep: jax.typing.ArrayLike | None = None,
-    temperature: jax.typing.ArrayLike = 0.5,
-) -> tuple[jax.Array, jax.Array]:
-    """Samples ``num_elements`` slots of ``group`` for ``num_samples`` independent rows.
-
-    Args:
-      group: the group.
-      key: PRNG key (unused, may be ``None``, for full deterministic grids).
-      num_elements: ``N`` (static).
-      num_samples: ``S`` (1, or the batch size when sampling per batch element).
-      sampling: ``"deterministic"`` (regular grid; with ``partial`` one keep decision per
-        non-identity grid element) or ``"random"`` (stratified grid with one shared offset per
-        row; with ``partial`` the learned interval ``[-pi theta, pi theta)``).
-      partial: sample from the learned distribution instead of the whole group.
-      theta: rotation half-width (units of pi), random partial, groups with rotations.
-      mirror: mirror parameter ``p``; mirror probability ``sigmoid(2 p)`` (partial, mirror groups).
-      keep: keep parameters ``[R - 1]``; keep probability ``sigmoid(2 p)`` (deterministic
-        partial, groups with rotations).
-      temperature: relaxed-Bernoulli temperature.
-
-    Returns:
-      ``(elements [S, N, d], mask [S, N])``.
-    """
-    n = group.check_num_elements(num_elements)
+def check_sampling(sampling: str, num_samples: int = 1) -> None:
     if sampling not in SAMPLING_METHODS:
         raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLING_METHODS}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    rot = group.num_rotations(n)
-    spin = group.has_rotations and rot > 1
-    needs_key = (sampling == "random" and spin) or partial
-    if needs_key and key is None:
-        raise ValueError("a PRNG key is needed to sample group elements (pass rngs=...)")
-    k_offset, k_keep, k_mirror = jax.random.split(key, 3) if needs_key else (None,) * 3
 
-    # Rotation part: [S, R] angles and the number R' of valid rotation slots.
+
+def sample_rotations(
+    key: jax.Array | None,
+    rot: int,
+    *,
+    num_samples: int,
+    sampling: str,
+    partial: bool,
+    params: Mapping[str, jax.typing.ArrayLike],
+    temperature: jax.typing.ArrayLike,
+    signed_ceil: bool,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """The rotation part of a sample: ``(angles [S, R], R' (int32), mirror key)``.
+
+    ``key`` (``None`` only when nothing is random) is split in three (offset, keep, mirror)
+    whatever the group, so SE2 and E2 draw the same rotations from the same key. Partial random
+    sampling draws the learned interval (``params["theta"]``), partial deterministic sampling
+    one keep decision per non-identity grid rotation (``params["keep"]``), full sampling the
+    grid (with one random offset per row for ``sampling="random"``).
+    """
+    spin = rot > 1
+    k_offset, k_keep, k_mirror = jax.random.split(key, 3) if key is not None else (None,) * 3
     if partial and spin and sampling == "random":
+        theta = params.get("theta")
         if theta is None:
             raise ValueError("random partial sampling needs theta")
         theta = jnp.asarray(theta, jnp.float32).reshape(())
-        count = partial_count(rot, theta, signed_ceil=group.has_mirror)
+        count = partial_count(rot, theta, signed_ceil=signed_ceil)
         u = jax.random.uniform(k_offset, (num_samples, 1), jnp.float32)
         angles, _ = _stratified_interval(theta, u, rot, count)
     elif partial and spin:
+        keep = params.get("keep")
         if keep is None or jnp.shape(keep) != (rot - 1,):
             raise ValueError(f"deterministic partial sampling needs keep of shape ({rot - 1},)")
         grid = TWO_PI * jnp.arange(rot, dtype=jnp.float32) / rot
@@ -215,18 +164,117 @@ def sample_elements(
         if sampling == "random" and spin:
             u = jax.random.uniform(k_offset, (num_samples, 1), jnp.float32)
             angles = jnp.mod(angles + TWO_PI * u / rot, TWO_PI)
+    return angles, count, k_mirror
 
-    if not group.has_mirror:
-        mask = jnp.broadcast_to((jnp.arange(rot) < count)[None, :], (num_samples, rot))
-        return angles[..., None], mask.astype(jnp.float32)
 
-    if partial:
-        if mirror is None:
-            raise ValueError(f"partial sampling of {group.name!r} needs the mirror parameter")
-        mirror = jnp.asarray(mirror, jnp.float32).reshape(())
-        m_s, m_hard = relaxed_bernoulli_st(k_mirror, 2.0 * mirror, temperature)
-    else:
-        m_s = m_hard = jnp.ones((), jnp.float32)
-    elements, valid = _with_mirror(angles, count, m_s, m_hard)
-    mask = jnp.broadcast_to(valid[None, :], (num_samples, 2 * rot)).astype(jnp.float32)
-    return elements, mask
+def rotation_specs(rot: int, sampling: str) -> tuple[DistributionSpec, ...]:
+    """The rotation axis's learnable parameters: ``theta`` (random sampling) or ``keep``
+    (deterministic, one per non-identity grid rotation), none for a single rotation."""
+    if rot <= 1:
+        return ()
+    if sampling == "random":
+        return (DistributionSpec("theta"),)
+    return (DistributionSpec("keep", shape=(rot - 1,), relaxed=True),)
+
+
+def kept_rotations(rot: int, params: Mapping[str, np.ndarray], *, signed_ceil: bool) -> int:
+    """Host ``R'``: ``min(ceil(R |theta|), R)`` with ``theta`` (:func:`partial_count`), ``1 +``
+    the number of keep probabilities ``sigmoid(2 keep) >= 1/2`` with ``keep`` (the identity
+    is always kept), else all ``R``."""
+    theta, keep = params.get("theta"), params.get("keep")
+    if theta is not None and keep is not None:
+        raise ValueError("a layer learns theta (random sampling) or keep (deterministic), not both")
+    if rot == 1:
+        return 1
+    if theta is not None:
+        t = np.float32(np.asarray(theta, np.float32).reshape(()))
+        with np.errstate(invalid="ignore"):
+            raw = (
+                np.abs(np.ceil(np.float32(rot) * t))
+                if signed_ceil
+                else np.ceil(np.float32(rot) * np.abs(t))
+            )
+        if not np.isfinite(raw):
+            raise ValueError(f"theta of a partial layer is not finite: {float(t)}")
+        return int(np.clip(raw, 1, rot))
+    if keep is not None:
+        keep = np.asarray(keep, np.float64)
+        if keep.shape != (rot - 1,):
+            raise ValueError(f"keep must have shape ({rot - 1},), got {keep.shape}")
+        return 1 + int(np.sum(host_sigmoid(2.0 * keep) >= 0.5))
+    return rot
+
+
+def sample_elements(
+    group: Group,
+    key: jax.Array | None,
+    num_elements: int,
+    *,
+    num_samples: int = 1,
+    sampling: str = "random",
+    partial: bool = False,
+    theta: jax.typing.ArrayLike | None = None,
+    mirror: jax.typing.ArrayLike | None = None,
+    keep: jax.typing.ArrayLike | None = None,
+    temperature: jax.typing.ArrayLike = 0.5,
+    **params: jax.typing.ArrayLike,
+) -> tuple[jax.Array, jax.Array]:
+    """Samples ``num_elements`` slots of ``group`` for ``num_samples`` independent rows
+    (:meth:`Group.sample` with the distribution parameters as keywords).
+
+    Args:
+      group: the group (or its name).
+      key: PRNG key (may be ``None`` when nothing is random: full deterministic grids).
+      num_elements: ``N`` (static).
+      num_samples: ``S`` (1, or the batch size when sampling per batch element).
+      sampling: ``"deterministic"`` (regular grid; with ``partial`` one keep decision per
+        non-identity grid element) or ``"random"`` (stratified grid with one shared offset per
+        row; with ``partial`` the learned interval ``[-pi theta, pi theta)``).
+      partial: sample from the learned distribution instead of the whole group.
+      theta: rotation half-width (units of pi), random partial, groups with rotations.
+      mirror: mirror parameter ``p``; mirror probability ``sigmoid(2 p)`` (partial, mirror groups).
+      keep: keep parameters ``[R - 1]``; keep probability ``sigmoid(2 p)`` (deterministic
+        partial, groups with rotations).
+      temperature: relaxed-Bernoulli temperature.
+      params: further distribution parameters of groups that have them, by name.
+
+    Returns:
+      ``(elements [S, N, d], mask [S, N])``.
+    """
+    named = {"theta": theta, "mirror": mirror, "keep": keep, **params}
+    return get_group(group).sample(
+        key,
+        num_elements,
+        num_samples=num_samples,
+        sampling=sampling,
+        partial=partial,
+        params={k: v for k, v in named.items() if v is not None},
+        temperature=temperature,
+    )
+
+
+def subset_size(
+    group: Group,
+    num_elements: int,
+    *,
+    theta: jax.typing.ArrayLike | None = None,
+    keep: jax.typing.ArrayLike | None = None,
+    mirror: jax.typing.ArrayLike | None = None,
+    **params: jax.typing.ArrayLike,
+) -> tuple[int, int]:
+    """The size of the subset a layer's distribution keeps at its current parameters (the N'
+    rule used by training logs and the subset analysis), as host ints ``(R', N')``.
+
+    ``R'`` counts rotations: ``min(ceil(R |theta|), R)`` with ``theta`` (:func:`partial_count`,
+    signed for mirror groups), ``1 +`` the number of keep probabilities ``sigmoid(2 keep)``
+    that are at least 1/2 with ``keep`` (the identity is always kept), else all ``R``
+    rotations. ``N' = 2 R'`` for mirror groups when the mirror probability ``sigmoid(2 mirror)``
+    is at least 1/2 (or without a mirror parameter), else ``R'``. Every choice is the mode
+    of its Bernoulli, so ``(R', N')`` is the most probable sampled subset's size
+    (:meth:`Group.summarize`).
+    """
+    named = {"theta": theta, "mirror": mirror, "keep": keep, **params}
+    host = {k: np.asarray(jax.device_get(v)) for k, v in named.items() if v is not None}
+    group = get_group(group)
+    summary = group.summarize(group.check_num_elements(num_elements), host)
+    return summary.num_rotations, summary.num_elements

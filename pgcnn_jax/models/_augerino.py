@@ -28,12 +28,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.groups import get_group, sample_elements
+from pgcnn_jax.groups import get_group
 from pgcnn_jax.models._ckresnet import CKResNet
 from pgcnn_jax.models._common import check_images
 from pgcnn_jax.models._config import ModelConfig
 from pgcnn_jax.models._gcnn import GCNN
-from pgcnn_jax.models._resample import resample
 
 # The relaxed-Bernoulli temperature only scales straight-through gradients; the mirror
 # receives none here, so a constant suffices.
@@ -61,11 +60,13 @@ def t2_backbone_config(config: ModelConfig, model: str) -> ModelConfig:
 class _Augerino(nnx.Module):
     _backbone_cls: type = CKResNet
     _backbone_name: str = "ckresnet"
+    #: augmentation parameters; ``None`` where the group has no such axis
+    theta = mirror = None
 
     def __init__(self, config: ModelConfig, *, num_classes: int, in_features: int, rngs):
         group = get_group(config.group)
-        spins = group.has_rotations and group.num_rotations(config.num_elements) > 1
-        if not (spins or group.has_mirror):
+        specs = group.distribution(config.num_elements, "random")
+        if not specs:
             raise ValueError(
                 f"{type(self).__name__} needs a group with rotations (num_elements > 1) or "
                 f"mirrors to augment with, got group {config.group!r} with num_elements="
@@ -81,20 +82,20 @@ class _Augerino(nnx.Module):
             in_features=in_features,
             rngs=rngs,
         )
-        theta = AugmentationParam(jnp.ones(())) if spins else None
-        mirror = AugmentationParam(jnp.ones(())) if group.has_mirror else None
-        self.theta, self.mirror = nnx.data(theta), nnx.data(mirror)
+        #: names of the augmentation distribution's parameters (the group's partial random
+        #: distribution, :meth:`~pgcnn_jax.groups.Group.distribution`)
+        self.distribution_names = tuple(spec.name for spec in specs)
+        for spec in specs:
+            setattr(self, spec.name, nnx.data(AugmentationParam(spec.initial_value())))
 
     def sample_augmentations(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Elements ``[N, d]`` and mask ``[N]`` of one forward (partial random sampling)."""
-        elements, mask = sample_elements(
-            self.group,
+        elements, mask = self.group.sample(
             key,
             self.num_elements,
             sampling="random",
             partial=True,
-            theta=None if self.theta is None else self.theta[...],
-            mirror=None if self.mirror is None else self.mirror[...],
+            params={name: getattr(self, name)[...] for name in self.distribution_names},
             temperature=_MIRROR_TEMPERATURE,
         )
         return elements[0], mask[0]
@@ -105,9 +106,8 @@ class _Augerino(nnx.Module):
         if rngs is None:
             raise ValueError(f"{type(self).__name__} samples augmentations: pass rngs=nnx.Rngs")
         elements, mask = self.sample_augmentations(rngs.sample())
-        if self.group.has_mirror:  # the flip is a value, not a differentiable path
-            elements = elements.at[:, 1].set(jax.lax.stop_gradient(elements[:, 1]))
-        copies = resample(x, self.group.inverse_matrix(elements))  # [M, B, H, W, C]
+        # A flip is a value, not a differentiable path.
+        copies = self.group.transform_images(x, self.group.detach_discrete(elements))
         m, b = copies.shape[:2]
         batch_mask = jnp.repeat(mask, b)  # element-major, like the stacked copies
         logits = self.backbone(

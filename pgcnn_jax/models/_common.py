@@ -158,6 +158,5 @@ def changes_grid(config: ModelConfig) -> bool:
     deterministic there, so counting only samplers that can move the grid gives the same
     layers and the pinned T(2) parameter counts for any sampling flags.
     """
-    group = get_group(config.group)
-    spins = group.has_rotations and group.num_rotations(config.num_elements) > 1
-    return config.partial or (config.sample_per_layer and config.sampling == "random" and spins)
+    moves = get_group(config.group).moves(config.num_elements)
+    return config.partial or (config.sample_per_layer and config.sampling == "random" and moves)

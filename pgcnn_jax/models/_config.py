@@ -99,8 +99,8 @@ class ModelConfig:
             raise ValueError(
                 f"width and num_blocks must be >= 1, got {self.width}, {self.num_blocks}"
             )
-        if self.partial and group.name == "t2":
-            raise ValueError("group 't2' has one element: use partial=False")
+        if self.partial:
+            group.check_partial(self.num_elements, self.sampling)
         if self.partial and self.head == "mlp":
             raise ValueError("head='mlp' needs a fixed number of elements: use partial=False")
         if not 0.0 <= self.dropout < 1.0:

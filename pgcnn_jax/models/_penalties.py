@@ -8,32 +8,28 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pgcnn_jax.models._augerino import _Augerino
 from pgcnn_jax.models._ckresnet import CKResNet
-from pgcnn_jax.nn import GroupConv, KernelNorm
+from pgcnn_jax.nn import KernelNorm, PartialGroupLayer
+from pgcnn_jax.nn import partial_layers as nn_partial_layers
 
 
-def _group_convs(model: nnx.Module) -> list[tuple[str, GroupConv]]:
-    if isinstance(model, _Augerino):
-        return [(f"backbone.{n}", c) for n, c in model.backbone.group_convs()]
-    if hasattr(model, "group_convs"):
-        return model.group_convs()
-    raise ValueError(f"not a pgcnn_jax model: {type(model).__name__}")
-
-
-def partial_layers(model: nnx.Module) -> list[tuple[str, GroupConv]]:
-    """``(name, layer)`` of every partial :class:`GroupConv`, in registration order
-    (CKResNet: ``block1.conv1, block1.conv2, ..., final_conv``; GCNN: ``block1.conv, ...``).
+def partial_layers(model: nnx.Module) -> list[tuple[str, PartialGroupLayer]]:
+    """``(name, layer)`` of every partial layer (:class:`~pgcnn_jax.nn.PartialGroupLayer`
+    marker, found with ``nnx.iter_modules``), in graph order (CKResNet: ``block1.conv1,
+    block1.conv2, ..., final_conv``; GCNN: ``block1.conv, ...``; names by
+    :func:`pgcnn_jax.nn.layer_name`).
 
     Log per layer ``theta``, the mirror probability ``sigmoid(2 mirror)`` and ``N'``
     (``layer.sample``'s mask sum). Empty for full, T(2) and Augerino models.
     """
-    return [(name, conv) for name, conv in _group_convs(model) if conv.partial]
+    return nn_partial_layers(model)
 
 
-def _distribution_vector(conv: GroupConv) -> jax.Array:
-    """``[theta?, keep..., mirror?]`` (the reference's ``probs`` layout)."""
-    parts = [p[...].reshape(-1) for p in (conv.theta, conv.keep, conv.mirror) if p is not None]
+def _distribution_vector(conv: PartialGroupLayer) -> jax.Array:
+    """The layer's distribution parameters flattened in the group's order
+    (:meth:`~pgcnn_jax.groups.Group.distribution`; SE2 / E2: ``[theta?, keep..., mirror?]``,
+    the reference's ``probs`` layout)."""
+    parts = [p[...].reshape(-1) for p in conv.distribution().values()]
     return jnp.concatenate(parts) if parts else jnp.zeros((0,))
 
 

@@ -24,55 +24,44 @@ import jax
 import numpy as np
 from flax import nnx
 
-from pgcnn_jax.nn._conv import GroupConv
+from pgcnn_jax.nn._conv import PartialGroupLayer, partial_layers
 
 __all__ = ["active_elements", "adaptive_sizes", "set_active_elements", "update_adaptive"]
 
 
-def _partial_convs(model: nnx.Module) -> list[tuple[str, GroupConv]]:
-    """``(path, layer)`` of every partial :class:`GroupConv` of ``model`` in graph order
-    (CKResNet: ``blocks/0/conv1, blocks/0/conv2, ..., final_conv``)."""
-    return [
-        ("/".join(str(p) for p in path), node)
-        for path, node in nnx.iter_graph(model)
-        if isinstance(node, GroupConv) and node.partial
-    ]
+def _partial_convs(model: nnx.Module) -> list[tuple[str, PartialGroupLayer]]:
+    """``(name, layer)`` of every partial layer of ``model`` in graph order
+    (:func:`~pgcnn_jax.nn.partial_layers`)."""
+    return partial_layers(model)
 
 
-def _is_adaptive(layer: GroupConv) -> bool:
-    """Whether the layer's element count is a function of its parameters (a learned
-    ``theta``), i.e. the same for every sample of a step."""
-    return layer.theta is not None
+def _host_params(layer: PartialGroupLayer) -> dict:
+    return {name: param[...] for name, param in layer.distribution().items()}
 
 
-def _count(layer: GroupConv, theta: np.ndarray) -> int:
-    """The slots a sample of ``layer`` can make valid at ``theta``: ``R'`` (SE2) or ``2 R'``
-    (E2), with :func:`pgcnn_jax.groups.partial_count`'s float32 arithmetic."""
-    rot = layer.group.num_rotations(layer.num_elements)
-    t = np.float32(np.asarray(theta, np.float32).reshape(()))
-    with np.errstate(invalid="ignore"):
-        if layer.group.has_mirror:  # the reference's signed count (REFERENCE 1.6 g)
-            raw = np.abs(np.ceil(np.float32(rot) * t))
-        else:
-            raw = np.ceil(np.float32(rot) * np.abs(t))
-    if not np.isfinite(raw):
-        raise ValueError(f"theta of a partial layer is not finite: {float(t)}")
-    count = int(np.clip(raw, 1, rot))
-    return 2 * count if layer.group.has_mirror else count
+def _is_adaptive(layer: PartialGroupLayer, params: dict | None = None) -> bool:
+    """Whether the layer's element count is a function of its parameters (e.g. a learned
+    ``theta``), i.e. the same for every sample of a step
+    (:meth:`~pgcnn_jax.groups.Group.adaptive_count` is not ``None``)."""
+    params = _host_params(layer) if params is None else params
+    return layer.group.adaptive_count(layer.num_elements, params) is not None
 
 
 def adaptive_sizes(model: nnx.Module) -> tuple[int | None, ...]:
     """The element counts adaptive execution uses at the current parameters, one per partial
     :class:`GroupConv` of ``model`` in graph order: ``N'`` for layers with a learned
     ``theta``, ``None`` for those that stay masked (``keep`` sampling, mirror-only). All
-    ``theta`` values come to the host in one transfer. Empty for models without partial layers.
+    distribution parameters come to the host in one transfer. Empty for models without
+    partial layers.
 
     Raises ``ValueError`` for a non-finite ``theta``.
     """
     layers = [layer for _, layer in _partial_convs(model)]
-    thetas = jax.device_get([layer.theta[...] for layer in layers if _is_adaptive(layer)])
-    it = iter(thetas)
-    return tuple(_count(layer, next(it)) if _is_adaptive(layer) else None for layer in layers)
+    params = jax.device_get([_host_params(layer) for layer in layers])
+    return tuple(
+        layer.group.adaptive_count(layer.num_elements, p)
+        for layer, p in zip(layers, params, strict=True)
+    )
 
 
 def active_elements(model: nnx.Module) -> tuple[int | None, ...]:

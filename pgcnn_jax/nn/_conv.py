@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group, gumbel_temperature, sample_elements
+from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group, gumbel_temperature
 from pgcnn_jax.kernels import check_kernel_size, make_kernel_net
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 from pgcnn_jax.nn._functional import (
@@ -204,11 +204,11 @@ class LiftingConv(_ConvBase):
             raise ValueError(
                 f"LiftingConv expects input [B, H, W, {self.in_features}], got shape {x.shape}"
             )
-        needs_key = self.sampling == "random" and self.group.has_rotations
+        needs_key = self.group.needs_key(self.num_elements, self.sampling, False)
         key = _sample_key(rngs, "LiftingConv") if needs_key else None
         s = x.shape[0] if self.sample_per_batch_element else 1
-        elements, mask = sample_elements(
-            self.group, key, self.num_elements, num_samples=s, sampling=self.sampling
+        elements, mask = self.group.sample(
+            key, self.num_elements, num_samples=s, sampling=self.sampling
         )
         bias = None if self.bias is None else self.bias[...]
         args = (self.kernel_net, self.group)
@@ -229,7 +229,52 @@ class LiftingConv(_ConvBase):
         return GroupFeatures(y, elements, mask)
 
 
-class GroupConv(_GroupConvBase):
+class PartialGroupLayer(nnx.Module):
+    """Marker base of the layers that can learn a distribution over their group (partial
+    equivariance): :func:`partial_layers` finds them with ``nnx.iter_modules``.
+
+    A subclass has ``group``, ``num_elements``, ``sampling``, ``partial`` (whether this
+    instance learns its distribution) and :meth:`distribution` (its parameters by name).
+    """
+
+    #: distribution-parameter attributes of every group; ``None`` unless the layer's group
+    #: and sampling learn them (:meth:`pgcnn_jax.groups.Group.distribution`)
+    theta = keep = mirror = None
+    distribution_names: tuple[str, ...] = ()
+
+    def distribution(self) -> dict[str, DistributionParam]:
+        """The layer's distribution parameters by name (empty for full layers)."""
+        return {name: getattr(self, name) for name in self.distribution_names}
+
+
+def layer_name(path) -> str:
+    """The name of the layer at an ``nnx`` graph path: attribute names joined by dots, with
+    ``blocks, i`` written ``block{i + 1}`` (``blocks/0/conv1`` -> ``block1.conv1``; the names
+    of ``metrics.jsonl`` and ``results.json``)."""
+    parts, i = [], 0
+    path = tuple(path)
+    while i < len(path):
+        if path[i] == "blocks" and i + 1 < len(path) and isinstance(path[i + 1], int):
+            parts.append(f"block{path[i + 1] + 1}")
+            i += 2
+        else:
+            parts.append(str(path[i]))
+            i += 1
+    return ".".join(parts)
+
+
+def partial_layers(model: nnx.Module) -> list[tuple[str, PartialGroupLayer]]:
+    """``(name, layer)`` of every :class:`PartialGroupLayer` of ``model`` that learns its
+    distribution, in graph order (CKResNet: ``block1.conv1, block1.conv2, ...,
+    final_conv``; names by :func:`layer_name`)."""
+    return [
+        (layer_name(path), module)
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, PartialGroupLayer) and module.partial
+    ]
+
+
+class GroupConv(PartialGroupLayer, _GroupConvBase):
     """Group convolution on sampled elements, full or partial (REFERENCE 3.2).
 
     Output elements are freshly sampled when the layer is partial or when
@@ -280,8 +325,6 @@ class GroupConv(_GroupConvBase):
         )
         if sample_per_batch_element and sampling != "random":
             raise ValueError("sample_per_batch_element=True requires sampling='random'")
-        if partial and self.group.name == "t2":
-            raise ValueError("group 't2' has a single element: partial=True is meaningless")
         self.in_features, self.out_features = in_features, out_features
         self.num_elements, self.kernel_size = num_elements, kernel_size
         self.sampling, self.padding, self.partial = sampling, padding, partial
@@ -298,19 +341,19 @@ class GroupConv(_GroupConvBase):
         self.deterministic = False
         # Adaptive execution (DESIGN 4): a static slot count, part of the graphdef.
         self.active_elements: int | None = None
-        rot = self.group.num_rotations(num_elements)
-        rotations = self.group.has_rotations and rot > 1
-        theta = keep = mirror = step = horizon = None
-        if partial and rotations and sampling == "random":
-            theta = DistributionParam(jnp.ones(()))
-        if partial and rotations and sampling == "deterministic":
-            keep = DistributionParam(jnp.ones((rot - 1,)))
-        if partial and self.group.has_mirror:
-            mirror = DistributionParam(jnp.ones(()))
-        if keep is not None or mirror is not None:
+        specs = ()
+        if partial:
+            self.group.check_partial(num_elements, sampling)
+            specs = self.group.distribution(num_elements, sampling)
+        #: names of the layer's distribution parameters (the group's
+        #: :meth:`~pgcnn_jax.groups.Group.distribution`), static
+        self.distribution_names = tuple(spec.name for spec in specs)
+        for spec in specs:
+            setattr(self, spec.name, nnx.data(DistributionParam(spec.initial_value())))
+        step = horizon = None
+        if any(spec.relaxed for spec in specs):
             step = GumbelStep(jnp.zeros((), jnp.int32))
             horizon = GumbelHorizon(jnp.asarray(gumbel_horizon, jnp.int32))
-        self.theta, self.keep, self.mirror = nnx.data(theta), nnx.data(keep), nnx.data(mirror)
         self.gumbel_step, self.gumbel_horizon = nnx.data(step), nnx.data(horizon)
         self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = make_kernel_net(
@@ -341,20 +384,16 @@ class GroupConv(_GroupConvBase):
 
         Outside ``jit``, a NaN / inf ``theta``, ``mirror`` or ``keep`` raises ``ValueError``.
         """
-        for name in ("theta", "mirror", "keep"):
-            param = getattr(self, name)
-            if param is not None:
-                _check_finite_param("GroupConv", name, param[...])
-        return sample_elements(
-            self.group,
+        params = {name: param[...] for name, param in self.distribution().items()}
+        for name, value in params.items():
+            _check_finite_param("GroupConv", name, value)
+        return self.group.sample(
             key,
             self.num_elements,
             num_samples=num_samples,
             sampling=self.sampling,
             partial=self.partial,
-            theta=None if self.theta is None else self.theta[...],
-            mirror=None if self.mirror is None else self.mirror[...],
-            keep=None if self.keep is None else self.keep[...],
+            params=params,
             temperature=self.temperature(),
         )
 
@@ -391,7 +430,7 @@ class GroupConv(_GroupConvBase):
                 f"{self.group.name!r} (d = {self.group.dim})"
             )
         if self.resamples:
-            needs_key = self.partial or (self.sampling == "random" and self.group.has_rotations)
+            needs_key = self.group.needs_key(self.num_elements, self.sampling, self.partial)
             key = _sample_key(rngs, "GroupConv") if needs_key else None
             s = v.shape[0] if self.sample_per_batch_element else 1
             g_out, mask_out = self._active_slots(*self.sample(key, s))

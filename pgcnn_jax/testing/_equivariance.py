@@ -21,88 +21,44 @@ from pgcnn_jax.nn import GroupFeatures
 
 @dataclasses.dataclass(frozen=True)
 class EquivarianceError:
-    """Result of one check: the element (``(angle, mirror)``) and the max / mean absolute
-    error, plus the max error relative to the largest output magnitude."""
+    """Result of one check: the element (its coordinates in the group's encoding, e.g.
+    ``(angle, mirror)``) and the max / mean absolute error, plus the max error relative to the
+    largest output magnitude."""
 
-    element: tuple[float, float]
+    element: tuple[float, ...]
     max_error: float
     mean_error: float
     relative_error: float
     scale: float
+    description: str = ""
 
     def __str__(self) -> str:
-        angle = np.degrees(self.element[0])
+        what = self.description or str(self.element)
         return (
-            f"element (rotation {angle:.1f} deg, mirror {self.element[1]:+.0f}): max error "
-            f"{self.max_error:.3e}, mean {self.mean_error:.3e}, relative {self.relative_error:.3e}"
+            f"element ({what}): max error {self.max_error:.3e}, mean {self.mean_error:.3e}, "
+            f"relative {self.relative_error:.3e}"
         )
 
 
 def _as_element(group: Group, element) -> jax.Array:
-    e = jnp.asarray(element, jnp.float32).reshape(-1)
-    if e.shape[0] == 1 and group.dim == 2:
-        e = jnp.concatenate([e, jnp.ones((1,))])
-    if e.shape != (group.dim,):
-        raise ValueError(
-            f"element {element!r} does not fit group {group.name!r} (expects {group.dim} numbers)"
-        )
-    return e
-
-
-def _grid_matrix(group: Group, element: jax.Array) -> np.ndarray:
-    b = np.asarray(group.inverse_matrix(element), np.float64)
-    rounded = np.round(b)
-    if np.max(np.abs(b - rounded)) > 1e-5:
-        raise ValueError(
-            f"element {np.asarray(element).tolist()} does not act exactly on the pixel grid; "
-            "use rotations by multiples of 90 degrees and flips"
-        )
-    return rounded.astype(np.int64)
+    return group.as_element(element)
 
 
 def transform_image(x: jax.typing.ArrayLike, group: Group | str, element) -> jax.Array:
-    """``(L_g x)(p) = x(A(g)^{-1} p)`` on the spatial axes 1, 2 of ``[B, H, W, ...]``."""
-    group = get_group(group)
-    x = jnp.asarray(x)
-    b = _grid_matrix(group, _as_element(group, element))
-    h, w = x.shape[1], x.shape[2]
-    centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    q = np.stack([rows, cols], -1) - centre
-    src = np.rint(q @ b.T + centre).astype(np.int64)
-    if src.min() < 0 or src[..., 0].max() >= h or src[..., 1].max() >= w:
-        raise ValueError(f"element {element!r} does not map a {h}x{w} grid onto itself")
-    return x[:, src[..., 0], src[..., 1]]
-
-
-def _distance(group: Group, a: jax.Array, b: jax.Array) -> jax.Array:
-    d = jnp.abs(jnp.angle(jnp.exp(1j * (a[..., 0] - b[..., 0]))))
-    if group.has_mirror:
-        d = d + jnp.abs(a[..., 1] - b[..., 1])
-    return d
+    """``(L_g x)(p) = x(A(g)^{-1} p)`` on the spatial axes 1, 2 of ``[B, H, W, ...]``, exactly
+    (:meth:`pgcnn_jax.groups.Group.act` with ``exact=True``): ``ValueError`` for elements
+    that do not act exactly on the pixel grid."""
+    return get_group(group).act(x, element, exact=True)
 
 
 def group_permutation(group: Group | str, elements: jax.Array, element, mask=None) -> jax.Array:
-    """Indices ``perm [S, N]`` with ``u_{perm[i]} = g^{-1} u_i``.
+    """Indices ``perm [S, N]`` with ``u_{perm[i]} = g^{-1} u_i``
+    (:meth:`pgcnn_jax.groups.Group.permutation`).
 
     Raises ``ValueError`` if the valid elements are not closed under ``g`` (then no exact
     prediction exists, e.g. a partial layer and an element outside its subset).
     """
-    group = get_group(group)
-    g_inv = group.inverse(_as_element(group, element))
-    target = group.product(g_inv, elements)  # [S, N, d]
-    dist = _distance(group, target[:, :, None, :], elements[:, None, :, :])  # [S, N, N]
-    if mask is not None:
-        dist = jnp.where(mask[:, None, :] > 0, dist, jnp.inf)
-    perm = jnp.argmin(dist, axis=-1)
-    best = jnp.min(dist, axis=-1)
-    valid = np.ones(best.shape, bool) if mask is None else np.asarray(mask) > 0
-    if np.any(np.asarray(best)[valid] > 1e-4):
-        raise ValueError(
-            f"the sampled elements are not closed under element {np.asarray(element).tolist()}: "
-            "no exact prediction of the transformed output exists"
-        )
-    return jnp.where(jnp.asarray(valid), perm, jnp.arange(perm.shape[-1])[None, :])
+    return get_group(group).permutation(elements, element, mask)
 
 
 def transform_features(
@@ -153,29 +109,30 @@ def equivariance_error(
         got, want = y_t.values, expected.values
         if not np.array_equal(np.asarray(y_t.mask), np.asarray(y.mask)):
             diff = float(jnp.max(jnp.abs(y_t.values)) + jnp.max(jnp.abs(y.values)))
-            return EquivarianceError(tuple(map(float, _pad(e))), diff, diff, 1.0, diff)
+            return EquivarianceError(_coords(e), diff, diff, 1.0, diff, group.describe_element(e))
     else:
         got, want = jnp.asarray(y_t), expected
     err = jnp.abs(got - want)
     scale = float(jnp.maximum(jnp.max(jnp.abs(want)), 1e-12))
     max_err = float(jnp.max(err))
     return EquivarianceError(
-        tuple(map(float, _pad(e))), max_err, float(jnp.mean(err)), max_err / scale, scale
+        _coords(e),
+        max_err,
+        float(jnp.mean(err)),
+        max_err / scale,
+        scale,
+        group.describe_element(e),
     )
 
 
-def _pad(e: jax.Array) -> np.ndarray:
-    e = np.asarray(e, np.float64)
-    return e if e.shape[0] == 2 else np.array([e[0], 1.0])
+def _coords(e: jax.Array) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(e, np.float64).reshape(-1))
 
 
 def grid_elements(group: Group | str) -> list[tuple[float, ...]]:
-    """The non-identity elements of ``group`` that act exactly on the pixel grid."""
-    group = get_group(group)
-    angles = [np.pi / 2, np.pi, 3 * np.pi / 2] if group.has_rotations else []
-    if not group.has_mirror:
-        return [(a,) for a in angles]
-    return [(a, 1.0) for a in angles] + [(a, -1.0) for a in [0.0, *angles]]
+    """The non-identity elements of ``group`` that act exactly on the pixel grid
+    (:meth:`pgcnn_jax.groups.Group.exact_elements`)."""
+    return get_group(group).exact_elements()
 
 
 def assert_equivariant(

@@ -11,7 +11,6 @@ import optax
 from flax import nnx
 
 from pgcnn_jax.data import get_spec
-from pgcnn_jax.groups import subset_size
 from pgcnn_jax.models import AugmentationParam, build_model, partial_layers
 from pgcnn_jax.nn import DistributionParam, GumbelHorizon
 from pgcnn_jax.train._config import TrainConfig
@@ -179,30 +178,27 @@ def _float(x: Any) -> float:
     return float(np.asarray(x))
 
 
-def _element_count(layer) -> int:
-    """``N'`` a partial layer uses at its current parameters: :func:`pgcnn_jax.groups.subset_size`
-    (the one N' rule, shared with the subset analysis)."""
-    return subset_size(
-        layer.group,
-        layer.num_elements,
-        theta=None if layer.theta is None else layer.theta[...],
-        keep=None if layer.keep is None else layer.keep[...],
-        mirror=None if layer.mirror is None else layer.mirror[...],
-    )[1]
-
-
 def layer_summary(model: nnx.Module) -> dict[str, list]:
     """Per partial layer (module order): ``theta`` (``None`` where the layer has none),
-    mirror probability ``sigmoid(2 p)`` (``None`` without a mirror) and element count ``N'``."""
-    theta, mirror, elements, names = [], [], [], []
+    mirror probability ``sigmoid(2 p)`` (``None`` without a mirror), element count ``N'``
+    (:meth:`pgcnn_jax.groups.Group.summarize`, the one N' rule, shared with the subset
+    analysis) and ``axes``, every axis of the group with its kept count and learned width."""
+    theta, mirror, elements, names, axes = [], [], [], [], []
     for name, layer in partial_layers(model):
+        params = {k: np.asarray(jax.device_get(p[...])) for k, p in layer.distribution().items()}
+        summary = layer.group.summarize(layer.num_elements, params)
         names.append(name)
-        theta.append(None if layer.theta is None else _float(layer.theta[...]))
-        mirror.append(
-            None if layer.mirror is None else _float(jax.nn.sigmoid(2.0 * layer.mirror[...]))
-        )
-        elements.append(_element_count(layer))
-    return {"layers": names, "theta": theta, "mirror_prob": mirror, "elements": elements}
+        theta.append(_float(params["theta"]) if "theta" in params else None)
+        mirror.append(summary.mirror_prob if "mirror" in params else None)
+        elements.append(summary.num_elements)
+        axes.append({k: dict(v) for k, v in summary.axes.items()})
+    return {
+        "layers": names,
+        "theta": theta,
+        "mirror_prob": mirror,
+        "elements": elements,
+        "axes": axes,
+    }
 
 
 def augmentation_values(model: nnx.Module) -> list[float]:
