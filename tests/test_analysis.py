@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import TINY
 from flax import nnx
 
 from pgcnn_jax.analysis import (
@@ -18,24 +19,14 @@ from pgcnn_jax.analysis import (
     rotated_copies,
     rotation_response,
 )
-from pgcnn_jax.models import ModelConfig, build_model
+from pgcnn_jax.models import build_model
 from pgcnn_jax.nn import GroupConv, LiftingConv
 
-TINY = dict(
-    width=4,
-    kernel_hidden=8,
-    num_elements=4,
-    kernel_size=3,
-    num_blocks=1,
-    block_width_factors=(1.0, 1),
-    pool_blocks=(1,),
-    norm="layer",
-)
 ANGLES = tuple(range(-180, 181))
 
 
 def tiny_model(**kw):
-    config = ModelConfig(**(TINY | kw))
+    config = TINY.replace(norm="layer", **kw)
     return build_model(config, num_classes=2, in_features=1, rngs=nnx.Rngs(0))
 
 
