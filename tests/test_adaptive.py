@@ -225,7 +225,7 @@ def test_training_loop_adaptive_equals_masked(tmp_path):
     """``train_and_evaluate`` with ``execution="adaptive"`` follows the masked run: the same
     losses, accuracies and thetas epoch by epoch, while its layers' sizes shrink with theta
     (so the loop split the runner again and compiled for new sizes)."""
-    from test_train import TINY, read_metrics, write_mnist_npz  # tests/ is on sys.path
+    from _helpers import TINY, read_metrics, write_mnist_npz  # tests/ is on sys.path
 
     from pgcnn_jax.train import TrainConfig, train_and_evaluate
 

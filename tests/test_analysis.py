@@ -7,33 +7,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import TINY
 from flax import nnx
 
 from pgcnn_jax.analysis import (
     conv_layers,
     equivariance_profile,
     learned_subsets,
+    record_features,
     rotate_images,
     rotated_copies,
     rotation_response,
 )
-from pgcnn_jax.models import ModelConfig, build_model
+from pgcnn_jax.models import build_model
+from pgcnn_jax.nn import GroupConv, LiftingConv
 
-TINY = dict(
-    width=4,
-    kernel_hidden=8,
-    num_elements=4,
-    kernel_size=3,
-    num_blocks=1,
-    block_width_factors=(1.0, 1),
-    pool_blocks=(1,),
-    norm="layer",
-)
 ANGLES = tuple(range(-180, 181))
 
 
 def tiny_model(**kw):
-    config = ModelConfig(**(TINY | kw))
+    config = TINY.replace(norm="layer", **kw)
     return build_model(config, num_classes=2, in_features=1, rngs=nnx.Rngs(0))
 
 
@@ -181,3 +174,71 @@ def test_equivariance_profile_of_a_full_gcnn(full_model, image):
             assert errs[i] < 1e-4
         assert errs[1] > 1e-3  # 45 degrees is not in the group: no exact equivariance
     assert profile.to_dict()["angles_deg"] == [float(a) for a in angles]
+
+
+# ----------------------------------------------------------------------------- record_features
+
+
+class _TwoConvs(nnx.Module):
+    """A lifting conv and two group convs, applied in an order other than the sorted attribute
+    order (``lift, second, first``), so the recorded order must be the call order."""
+
+    def __init__(self):
+        kw = dict(group="se2", num_elements=4, kernel_size=3, sampling="deterministic")
+        self.lift = LiftingConv(1, 3, **kw, rngs=nnx.Rngs(0))
+        gkw = kw | dict(sample_per_layer=False, kernel_hidden=8)
+        self.first = GroupConv(3, 3, **gkw, rngs=nnx.Rngs(1))
+        self.second = GroupConv(3, 3, **gkw, rngs=nnx.Rngs(2))
+
+    def __call__(self, x):
+        return self.first(self.second(self.lift(x)))
+
+
+def test_record_features_sows_without_rebinding_and_leaves_the_model_unchanged(image):
+    model = _TwoConvs()
+    x = image[None]
+    graphdef, state = nnx.split(model)
+    calls = (LiftingConv.__call__, GroupConv.__call__)
+    with record_features(model) as feats:
+        assert (LiftingConv.__call__, GroupConv.__call__) == calls  # no class rebinding
+        out = model(x)
+    # The recorded features are the layer outputs computed directly, in call order.
+    lifted = model.lift(x)
+    second = model.second(lifted)
+    want = {"lift": lifted, "second": second, "first": model.first(second)}
+    assert list(feats) == ["lift", "second", "first"]
+    for name, f in want.items():
+        np.testing.assert_array_equal(feats[name].values, f.values)
+        np.testing.assert_array_equal(feats[name].elements, f.elements)
+        np.testing.assert_array_equal(feats[name].mask, f.mask)
+    np.testing.assert_array_equal(feats["first"].values, out.values)
+    # Nothing is left on the model: same graph, same state; a normal forward sows nothing.
+    graphdef_after, state_after = nnx.split(model)
+    assert graphdef_after == graphdef
+    assert jax.tree.structure(state_after) == jax.tree.structure(state)
+    jax.tree.map(np.testing.assert_array_equal, state_after, state)
+    model(x)
+    assert nnx.split(model)[0] == graphdef
+    assert not any(True for _ in nnx.state(model, nnx.Intermediate).flat_state())
+
+    # The same inside a jitted function of the merged model.
+    @jax.jit
+    def recorded(state, x):
+        m = nnx.merge(graphdef, state)
+        with record_features(m) as feats:
+            m(x)
+        return dict(feats)
+
+    jitted = recorded(state, x)
+    for name, f in want.items():
+        np.testing.assert_allclose(jitted[name].values, f.values, rtol=1e-5, atol=1e-6)
+
+
+def test_record_features_refuses_nesting():
+    model = _TwoConvs()
+    with record_features(model):
+        with pytest.raises(ValueError, match="already recording"):
+            with record_features(model):
+                pass
+    with record_features(model):  # usable again afterwards
+        pass

@@ -12,6 +12,15 @@ import time
 
 import numpy as np
 import pytest
+from _helpers import (
+    ROOT,
+    TINY_FLAGS,
+    read_json,
+    read_metrics,
+    run_in_process,
+    subprocess_env,
+    write_npz,
+)
 from absl import flags
 from flax import nnx
 
@@ -21,36 +30,10 @@ from pgcnn_jax.models import build_model, count_params
 from pgcnn_jax.train import TrainConfig
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# Flags that shrink any CKResNet preset to a model that compiles in seconds.
-TINY_FLAGS = (
-    "--width=4",
-    "--kernel_hidden=8",
-    "--elems=4",
-    "--kernel_size=3",
-    "--set=num_blocks=1",
-    "--set=block_width_factors=[1,1]",
-    "--set=pool_blocks=[1]",
-    "--batch_size=4",
-    "--noprogress",
-)
 EXACT_METRICS = ("step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "theta")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def write_npz(path, *, n_train, n_test, shape, num_classes, labels=None, seed=0, **extra):
-    rng = np.random.default_rng(seed)
-    arrays = dict(
-        x_train=rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
-        y_train=rng.integers(0, num_classes, n_train) if labels is None else labels[0],
-        x_test=rng.integers(0, 256, (n_test, *shape), dtype=np.uint8),
-        y_test=rng.integers(0, num_classes, n_test) if labels is None else labels[1],
-    )
-    np.savez(path, **(arrays | extra))
-    return f"npz:{path}"
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +52,6 @@ def data(tmp_path_factory):
     }
 
 
-def run_in_process(module, *args: str) -> int:
-    """Runs ``module.main`` as ``python -m`` would, in this process; returns the exit code."""
-    FLAGS.unparse_flags()
-    try:
-        argv = FLAGS([module.__name__, *args])
-        module.main(argv)
-        return 0
-    except SystemExit as exit_:
-        return exit_.code
-    finally:
-        FLAGS.unparse_flags()
-
-
 def resolve(*args: str, datasets=("cifar10", "cifar100"), dataset=None):
     FLAGS.unparse_flags()
     try:
@@ -89,27 +59,6 @@ def resolve(*args: str, datasets=("cifar10", "cifar100"), dataset=None):
         return _cli.resolve(datasets, dataset)
     finally:
         FLAGS.unparse_flags()
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def read_metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def subprocess_env(cache_dir):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env["JAX_PLATFORMS"] = "cpu"
-    # Later processes load the executables the first one compiled.
-    env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    return env
 
 
 # ----------------------------------------------------------------------------- presets

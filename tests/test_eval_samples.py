@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import TINY, TINY_FLAGS, write_npz
 from absl import flags
 from flax import nnx
 
@@ -17,7 +18,7 @@ from experiments import evaluate as evaluate_cli
 from experiments import mnist6, tables
 from experiments.configs import PRESETS
 from pgcnn_jax.data import ArrayLoader
-from pgcnn_jax.models import ModelConfig, build_model
+from pgcnn_jax.models import build_model
 from pgcnn_jax.train import (
     TrainConfig,
     config_differences,
@@ -32,16 +33,6 @@ from pgcnn_jax.train._steps import eval_state
 
 FLAGS = flags.FLAGS
 
-# A tiny partial SE2 CKResNet with random sampling (the MNIST6 presets' kind of model).
-TINY = ModelConfig(
-    width=4,
-    kernel_hidden=8,
-    num_elements=4,
-    kernel_size=3,
-    num_blocks=1,
-    block_width_factors=(1.0, 1),
-    pool_blocks=(1,),
-)
 SHAPE = (12, 12, 1)
 
 
@@ -174,16 +165,8 @@ def test_configs_stored_before_eval_samples_resume_as_one_pass():
 
 
 def _write_mnist_npz(path):
-    rng = np.random.default_rng(0)
-    y_train, y_test = np.array([6] * 8 + [1, 2]), np.array([6] * 3 + [0])
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (len(y_train), 28, 28), dtype=np.uint8),
-        y_train=y_train,
-        x_test=rng.integers(0, 256, (len(y_test), 28, 28), dtype=np.uint8),
-        y_test=y_test,
-    )
-    return f"npz:{path}"
+    labels = (np.array([6] * 8 + [1, 2]), np.array([6] * 3 + [0]))
+    return write_npz(path, n_train=10, n_test=4, shape=(28, 28), num_classes=10, labels=labels)
 
 
 def test_cli_eval_samples_flag_and_the_results_fields(tmp_path):
@@ -191,15 +174,7 @@ def test_cli_eval_samples_flag_and_the_results_fields(tmp_path):
     workdir = tmp_path / "run"
     args = [
         "mnist6",
-        "--width=4",
-        "--kernel_hidden=8",
-        "--elems=4",
-        "--kernel_size=3",
-        "--set=num_blocks=1",
-        "--set=block_width_factors=[1,1]",
-        "--set=pool_blocks=[1]",
-        "--batch_size=4",
-        "--noprogress",
+        *TINY_FLAGS,
         f"--data={data}",
         "--epochs=1",
         "--max_steps=2",

@@ -4,7 +4,6 @@ shorter than one epoch records it, and what a run prints first."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -17,14 +16,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import (
+    ROOT,
+    TINY_FLAGS,
+    read_metrics,
+    run_in_process,
+    tiny_config,
+    write_mnist_npz,
+)
 from absl import flags
 from flax import nnx
 
 from experiments import _cli, cifar, mnist6
-from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import (
     EvalSums,
-    TrainConfig,
     _loop,
     learning_rate_schedule,
     load_run,
@@ -34,75 +39,12 @@ from pgcnn_jax.train import (
 from pgcnn_jax.train._checkpoint import Checkpoints
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# The tiny model of tests/test_train.py (same shapes: the compiled steps are shared).
-TINY = ModelConfig(
-    width=4,
-    kernel_hidden=8,
-    num_elements=4,
-    kernel_size=3,
-    num_blocks=1,
-    block_width_factors=(1.0, 1),
-    pool_blocks=(1,),
-)
-TINY_FLAGS = (
-    "--width=4",
-    "--kernel_hidden=8",
-    "--elems=4",
-    "--kernel_size=3",
-    "--set=num_blocks=1",
-    "--set=block_width_factors=[1,1]",
-    "--set=pool_blocks=[1]",
-    "--batch_size=4",
-    "--noprogress",
-)
 
 
 @pytest.fixture(scope="module")
 def mnist_data(tmp_path_factory):
     """Fake plain MNIST with 8 training sixes: MNIST6-180 has 16 training images."""
-    path = tmp_path_factory.mktemp("data") / "mnist.npz"
-    rng = np.random.default_rng(0)
-    y_train, y_test = np.array([6] * 8 + [1, 2, 3, 4]), np.array([6] * 4 + [0, 7])
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (len(y_train), 28, 28), dtype=np.uint8),
-        y_train=y_train,
-        x_test=rng.integers(0, 256, (len(y_test), 28, 28), dtype=np.uint8),
-        y_test=y_test,
-    )
-    return f"npz:{path}"
-
-
-def tiny_config(data, **kw):
-    base = dict(
-        dataset="mnist6_180",
-        data=data,
-        model=TINY,
-        epochs=2,
-        batch_size=4,
-        lr=1e-2,
-        scheduler="constant",
-        checkpoint_every_steps=3,
-    )
-    return TrainConfig(**(base | kw))
-
-
-def run_in_process(module, *args: str) -> int:
-    FLAGS.unparse_flags()
-    try:
-        module.main(FLAGS([module.__name__, *args]))
-        return 0
-    except SystemExit as exit_:
-        return exit_.code
-    finally:
-        FLAGS.unparse_flags()
-
-
-def read_metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return write_mnist_npz(tmp_path_factory.mktemp("data") / "mnist.npz")
 
 
 # ----------------------------------------------------------------------------- 1. offline

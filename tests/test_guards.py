@@ -20,26 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import ROOT, TINY_FLAGS, subprocess_env, write_npz
 from flax import nnx
 
 from pgcnn_jax.groups import get_group, sample_elements
 from pgcnn_jax.models import ModelConfig, build_model
 from pgcnn_jax.nn import GroupConv, GroupFeatures, LiftingConv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = (
-    "--width=4",
-    "--kernel_hidden=8",
-    "--elems=4",
-    "--kernel_size=3",
-    "--set=num_blocks=1",
-    "--set=block_width_factors=[1,1]",
-    "--set=pool_blocks=[1]",
-    "--batch_size=4",
-    "--epochs=2",
-    "--checkpoint_every_steps=1",
-    "--noprogress",
-)
+GUARD_FLAGS = (*TINY_FLAGS, "--epochs=2", "--checkpoint_every_steps=1")
 
 
 def _reject_constant(token):
@@ -54,26 +42,13 @@ def strict_load(text: str):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("guards")
-    rng = np.random.default_rng(0)
-    npz = root / "tiny.npz"
-    np.savez(
-        npz,
-        x_train=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
-        y_train=rng.integers(0, 10, 20),
-        x_test=rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
-        y_test=rng.integers(0, 10, 5),
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_COMPILATION_CACHE_DIR"] = str(root / "jax_cache")  # later runs reuse executables
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    return {"root": root, "data": f"--data=npz:{npz}", "env": env}
+    data = write_npz(root / "tiny.npz", n_train=20, n_test=5, shape=(32, 32, 3), num_classes=10)
+    env = subprocess_env(root / "jax_cache")  # later runs reuse executables
+    return {"root": root, "data": f"--data={data}", "env": env}
 
 
 def cli(env, workdir, *extra: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "experiments.cifar", *TINY_FLAGS, env["data"]]
+    cmd = [sys.executable, "-m", "experiments.cifar", *GUARD_FLAGS, env["data"]]
     cmd += [f"--workdir={workdir}", *extra]
     return subprocess.run(
         cmd, cwd=ROOT, env=env["env"], capture_output=True, text=True, timeout=timeout

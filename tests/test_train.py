@@ -9,6 +9,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from _helpers import TINY, read_metrics, tiny_config, write_mnist_npz
 from flax import nnx
 
 from pgcnn_jax.models import AugmentationParam, ModelConfig, build_model, kernel_norm_penalty
@@ -28,50 +29,10 @@ from pgcnn_jax.train import (
     train_step,
 )
 
-# A tiny partial SE2 CKResNet (one block) shared by the tests below, so jit caches are reused.
-TINY = ModelConfig(
-    width=4,
-    kernel_hidden=8,
-    num_elements=4,
-    kernel_size=3,
-    num_blocks=1,
-    block_width_factors=(1.0, 1),
-    pool_blocks=(1,),
-)
-
-
-def write_mnist_npz(path, num_train_sixes=8, num_test_sixes=4, seed=0):
-    """Fake plain MNIST with some sixes; MNIST6 keeps the sixes and doubles them."""
-    rng = np.random.default_rng(seed)
-    y_train = np.array([6] * num_train_sixes + [1, 2, 3, 4])
-    y_test = np.array([6] * num_test_sixes + [0, 7])
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (len(y_train), 28, 28), dtype=np.uint8),
-        y_train=y_train,
-        x_test=rng.integers(0, 256, (len(y_test), 28, 28), dtype=np.uint8),
-        y_test=y_test,
-    )
-    return f"npz:{path}"
-
 
 @pytest.fixture(scope="module")
 def mnist_data(tmp_path_factory):
     return write_mnist_npz(tmp_path_factory.mktemp("data") / "mnist.npz")
-
-
-def tiny_config(data, **kw):
-    base = dict(
-        dataset="mnist6_180",
-        data=data,
-        model=TINY,
-        epochs=2,
-        batch_size=4,
-        lr=1e-2,
-        scheduler="constant",
-        checkpoint_every_steps=3,
-    )
-    return TrainConfig(**(base | kw))
 
 
 # ----------------------------------------------------------------------------- config
@@ -298,11 +259,6 @@ METRIC_KEYS = {
 }
 # Numbers that must agree between an uninterrupted and a resumed run.
 EXACT_METRICS = ("step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "theta")
-
-
-def read_metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def test_train_and_evaluate_resumes_exactly(mnist_data, tmp_path):

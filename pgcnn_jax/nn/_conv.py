@@ -226,7 +226,10 @@ class LiftingConv(_ConvBase):
         y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
         if bias is not None:
             y = y + bias.reshape(1, 1, 1, 1, -1)
-        return GroupFeatures(y, elements, mask)
+        out = GroupFeatures(y, elements, mask)
+        if (name := getattr(self, "record_as", None)) is not None:  # analysis.record_features
+            self.sow(nnx.Intermediate, "features", {name: out})
+        return out
 
 
 class PartialGroupLayer(nnx.Module):
@@ -448,7 +451,10 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
         y = y.reshape(*y.shape[:3], g_out.shape[1], self.out_features)
         if bias is not None:
             y = y + bias.reshape(1, 1, 1, 1, -1)
-        return GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)
+        out = GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)
+        if (name := getattr(self, "record_as", None)) is not None:  # analysis.record_features
+            self.sow(nnx.Intermediate, "features", {name: out})
+        return out
 
 
 class PointwiseGroupConv(_GroupConvBase):
