@@ -3,5 +3,15 @@
 from pgcnn_jax import analysis, data, groups, kernels, models, nn, testing, train
 from pgcnn_jax.kernels import KernelSpec
 
-__all__ = ["KernelSpec", "analysis", "data", "groups", "kernels", "models", "nn", "testing", "train"]
+__all__ = [
+    "KernelSpec",
+    "analysis",
+    "data",
+    "groups",
+    "kernels",
+    "models",
+    "nn",
+    "testing",
+    "train",
+]
 __version__ = "0.1.0"
