@@ -12,6 +12,7 @@ import pgcnn_jax as pg
 import pgcnn_jax.nn._render as render_module
 from pgcnn_jax.kernels import KernelSpec, disc_mask, relative_positions
 from pgcnn_jax.models import ModelConfig, build_model
+from pgcnn_jax.models._common import kernel_settings
 from pgcnn_jax.testing import assert_equivariant, equivariance_error
 from pgcnn_jax.train import TrainConfig, config_differences
 
@@ -227,17 +228,11 @@ def test_mfn_settings_reach_the_net(net):
     for a, b in zip(_params(built), _params(direct), strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(_params(built), _params(default)))
-    # through a model config to every conv of a model
+    # through a model config (whose convs all get kernel_settings; see the model test below)
     config = ModelConfig(kernel=net, kernel_hidden=8, kernel_layers=2, mfn_input_scale=32.0,
-                         mfn_alpha=2.0, mfn_beta=3.0, width=2, num_blocks=1,
-                         block_width_factors=(1.0, 1), pool_blocks=(1,), kernel_size=3,
-                         num_elements=4)  # fmt: skip
+                         mfn_alpha=2.0, mfn_beta=3.0)  # fmt: skip
     assert config.kernel_spec == spec.replace(hidden=8)
-    model = build_model(config, num_classes=2, in_features=1, rngs=nnx.Rngs(0))
-    conv = model.blocks[0].conv1
-    assert conv.kernel == spec
-    direct_conv = cls(2 + 1, 4, hidden=8, num_layers=2, input_scale=32.0, rngs=nnx.Rngs(5), **kw)
-    assert [p.shape for p in _params(conv.kernel_net)] == [p.shape for p in _params(direct_conv)]
+    assert kernel_settings(config)["kernel"] == spec
 
 
 def test_make_kernel_net_keeps_working():
@@ -277,8 +272,8 @@ def test_separable_model_config_and_old_configs(key):
                          head="t2")  # fmt: skip
     assert config.kernel_spec.render == "separable"
     model = build_model(config, num_classes=2, in_features=1, rngs=nnx.Rngs(0))
-    assert model.lift.kernel.render == "joint"
-    assert model.blocks[0].conv1.kernel.render == "separable"
+    assert model.lift.kernel == config.kernel_spec.replace(render="joint")
+    assert model.blocks[0].conv1.kernel == config.kernel_spec
     assert model.blocks[0].shortcut.kernel == config.kernel_spec.replace(hidden=4, render="joint")
     assert model.final_conv.kernel.render == "joint"
     logits = model(jax.random.normal(key, (2, 8, 8, 1)), rngs=nnx.Rngs(sample=0))
