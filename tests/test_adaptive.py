@@ -161,7 +161,7 @@ def test_recompiles_only_when_a_size_changes(key):
 
 def test_stale_size_raises_eagerly_and_poisons_under_jit(key):
     conv = pg.nn.GroupConv(2, 2, group="se2", num_elements=4, kernel_size=3, partial=True,
-                           kernel_hidden=4, rngs=nnx.Rngs(0))  # fmt: skip
+                           kernel=pg.KernelSpec(hidden=4), rngs=nnx.Rngs(0))  # fmt: skip
     conv.theta[...] = jnp.float32(0.5)
     assert pg.nn.update_adaptive(conv) and conv.active_elements == 2
     conv.theta[...] = jnp.float32(1.0)  # 4 valid slots now, 2 active

@@ -106,8 +106,8 @@ def _mirror_gradient(conv, h, seed):
 
 def test_partial_e2_mirror_gradient_is_the_releases(key, monkeypatch):
     conv = pg.nn.GroupConv(
-        2, 2, group="e2", num_elements=4, kernel_size=3, kernel_hidden=8, partial=True,
-        rngs=nnx.Rngs(1),
+        2, 2, group="e2", num_elements=4, kernel_size=3, kernel=pg.KernelSpec(hidden=8),
+        partial=True, rngs=nnx.Rngs(1),
     )  # fmt: skip
     conv.mirror[...] = 0.5
     conv.theta[...] = 0.8
@@ -162,7 +162,7 @@ def test_wrap_angle_snaps_only_rounding_and_keeps_gradients():
 
 @pytest.mark.parametrize("group, n", [("e2", 24), ("e2", 40), ("e2", 64), ("se2", 40)])
 def test_deterministic_grids_are_exactly_equivariant(key, group, n):
-    settings = dict(group=group, num_elements=n, kernel_size=5, kernel_hidden=8)
+    settings = dict(group=group, num_elements=n, kernel_size=5, kernel=pg.KernelSpec(hidden=8))
     lift = pg.nn.LiftingConv(1, 2, sampling="deterministic", rngs=nnx.Rngs(0), **settings)
     conv = pg.nn.GroupConv(2, 2, sampling="deterministic", rngs=nnx.Rngs(1), **settings)
     graphdef, state = nnx.split((lift, conv))
@@ -264,7 +264,9 @@ class _TinyPartialNet(nnx.Module):
     """Lift, one partial E2 group conv, mean pooling: the smallest model with a Gumbel step."""
 
     def __init__(self, rngs):
-        settings = dict(group="e2", num_elements=4, kernel_size=3, kernel_hidden=4, rngs=rngs)
+        settings = dict(
+            group="e2", num_elements=4, kernel_size=3, kernel=pg.KernelSpec(hidden=4), rngs=rngs
+        )
         self.lift = pg.nn.LiftingConv(1, 2, sampling="deterministic", **settings)
         self.conv = pg.nn.GroupConv(2, 2, partial=True, **settings)
 

@@ -20,7 +20,7 @@ def _lift(group, n, rngs, c_in=2, c_out=3, **kw):
         num_elements=n,
         kernel_size=7,
         sampling="deterministic",
-        kernel_hidden=16,
+        kernel=pg.KernelSpec(hidden=16),
         rngs=rngs,
         **kw,
     )
@@ -34,7 +34,7 @@ def _conv(group, n, rngs, c_in=3, c_out=4, **kw):
         group=group,
         num_elements=n,
         kernel_size=7,
-        kernel_hidden=16,
+        kernel=pg.KernelSpec(hidden=16),
         rngs=rngs,
         **kw,
     )
@@ -91,7 +91,7 @@ def _partial_stack(theta, seed):
         num_elements=8,
         kernel_size=7,
         sampling="random",
-        kernel_hidden=16,
+        kernel=pg.KernelSpec(hidden=16),
         rngs=nnx.Rngs(0),
     )
     conv = _conv("se2", 8, nnx.Rngs(1), sampling="random", partial=True)

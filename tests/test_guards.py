@@ -24,6 +24,7 @@ from _helpers import ROOT, TINY_FLAGS, subprocess_env, write_npz
 from flax import nnx
 
 from pgcnn_jax.groups import get_group, sample_elements
+from pgcnn_jax.kernels import KernelSpec
 from pgcnn_jax.models import ModelConfig, build_model
 from pgcnn_jax.nn import GroupConv, GroupFeatures, LiftingConv
 
@@ -114,7 +115,7 @@ def _e2_features(key, n=4):
 def test_layers_refuse_non_finite_distribution_params(key, sampling, name, value):
     h = _e2_features(key)
     conv = GroupConv(
-        3, 3, group="e2", num_elements=4, kernel_size=3, kernel_hidden=8, partial=True,
+        3, 3, group="e2", num_elements=4, kernel_size=3, kernel=KernelSpec(hidden=8), partial=True,
         sampling=sampling, rngs=nnx.Rngs(0),
     )  # fmt: skip
     param = getattr(conv, name)
@@ -133,7 +134,7 @@ def test_layers_refuse_non_finite_distribution_params(key, sampling, name, value
 def test_lifting_conv_casts_integer_images(dtype):
     lift = LiftingConv(
         1, 2, group="se2", num_elements=4, kernel_size=3, sampling="deterministic",
-        kernel_hidden=8, rngs=nnx.Rngs(0),
+        kernel=KernelSpec(hidden=8), rngs=nnx.Rngs(0),
     )  # fmt: skip
     x = np.arange(2 * 5 * 5).reshape(2, 5, 5, 1) % 7
     x = (x > 3) if dtype == np.bool_ else x.astype(dtype)

@@ -233,7 +233,7 @@ def test_bad_inputs():
 
 class _Tiny(nnx.Module):
     def __init__(self, rngs):
-        kw = dict(group="se2", num_elements=4, kernel_size=5, kernel_hidden=8)
+        kw = dict(group="se2", num_elements=4, kernel_size=5, kernel=pg.KernelSpec(hidden=8))
         self.lift = pg.nn.LiftingConv(3, 4, rngs=rngs, **kw)
         self.c1 = pg.nn.GroupConv(4, 4, partial=True, rngs=rngs, **kw)
         self.c2 = pg.nn.GroupConv(4, 4, partial=True, rngs=rngs, **kw)

@@ -7,23 +7,18 @@ from collections.abc import Iterator, Mapping
 
 from flax import nnx
 
-from pgcnn_jax.nn import GroupConv, GroupFeatures, LiftingConv
+from pgcnn_jax.nn import GroupConv, GroupFeatures, LiftingConv, layer_name
 
 
 def conv_layers(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
     """``(name, layer)`` of every :class:`LiftingConv` and :class:`GroupConv` of ``model`` in
-    graph order. Group convs are named as the model's ``group_convs()`` names them (the names
-    of ``metrics.jsonl`` / ``results.json``, e.g. ``block1.conv1``) when it has that method;
-    other layers by their attribute path (e.g. ``lift``)."""
-    given = {}
-    if callable(getattr(model, "group_convs", None)):
-        given = {id(m): n for n, m in model.group_convs()}
-    layers = []
-    for path, module in nnx.iter_modules(model):
-        if isinstance(module, LiftingConv | GroupConv):
-            name = given.get(id(module), ".".join(str(p) for p in path))
-            layers.append((name, module))
-    return layers
+    graph order, named by :func:`pgcnn_jax.nn.layer_name` (the names of ``metrics.jsonl`` /
+    ``results.json``, e.g. ``block1.conv1``; ``lift``)."""
+    return [
+        (layer_name(path), module)
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, LiftingConv | GroupConv)
+    ]
 
 
 class _Sown(Mapping):

@@ -60,7 +60,8 @@ class ResBlock(nnx.Module):
         self.dropout = nnx.Dropout(config.dropout)
         shortcut = None
         if in_features != out_features or changes_grid(config):
-            kernel = kernel_settings(config) | dict(kernel_hidden=config.kernel_hidden // 2)
+            kernel = kernel_settings(config, joint=True)
+            kernel["kernel"] = kernel["kernel"].replace(hidden=config.kernel_hidden // 2)
             shortcut = PointwiseGroupConv(
                 in_features, out_features, group=config.group, **kernel, rngs=rngs
             )
@@ -113,7 +114,7 @@ class CKResNet(nnx.Module):
                 width,
                 group=config.group,
                 kernel_size=config.kernel_size,
-                **kernel_settings(config),
+                **kernel_settings(config, joint=True),
                 rngs=rngs,
             )
         else:

@@ -111,13 +111,13 @@ def check_images(x, in_features: int, model: str) -> jax.Array:
     return x
 
 
-def kernel_settings(config: ModelConfig) -> dict:
-    """Kernel-net settings (and the conv precision) shared by every conv of a model."""
+def kernel_settings(config: ModelConfig, *, joint: bool = False) -> dict:
+    """The kernel spec (:attr:`ModelConfig.kernel_spec`) and the conv precision shared by every
+    conv of a model; ``joint=True`` for the convs that only render jointly (lifting, shortcut,
+    T(2) head): the same net with ``render="joint"``."""
+    spec = config.kernel_spec
     return dict(
-        kernel=config.kernel,
-        kernel_hidden=config.kernel_hidden,
-        kernel_layers=config.kernel_layers,
-        omega_0=config.omega_0,
+        kernel=spec.replace(render="joint") if joint else spec,
         precision=config.precision,
     )
 
@@ -130,7 +130,7 @@ def lifting_settings(config: ModelConfig) -> dict:
         kernel_size=config.kernel_size,
         sampling=config.sampling,
         sample_per_batch_element=config.sample_per_batch_element,
-        **kernel_settings(config),
+        **kernel_settings(config, joint=True),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from pgcnn_jax.groups import SAMPLING_METHODS, get_group
-from pgcnn_jax.kernels import KERNEL_NAMES, check_kernel_size
+from pgcnn_jax.kernels import KERNEL_NAMES, KernelSpec, check_kernel_size
 from pgcnn_jax.nn import check_precision
 
 MODEL_NAMES = ("ckresnet", "gcnn", "augerino_ckresnet", "augerino_gcnn")
@@ -30,6 +30,12 @@ class ModelConfig:
       kernel_hidden: hidden width ``H`` of the kernel net (shortcuts use ``H // 2``).
       kernel_layers: layers of the kernel net.
       omega_0: SIREN frequency.
+      mfn_input_scale: MFN filter frequency scale (``fourier``, ``gabor``, ``magnet``).
+      mfn_alpha: Gamma shape numerator of the Gabor / MAGNet envelopes.
+      mfn_beta: Gamma rate of the Gabor / MAGNet envelopes.
+      separable: render the group convs separably (``psi_S(A(u)^-1 p) psi_G(u^-1 v)``, a 1x1
+        group mixing then a depthwise spatial conv); the lifting conv, the shortcuts and the
+        T(2) head stay joint. The kernel settings above form :attr:`kernel_spec`.
       kernel_size: odd spatial size of the rendered kernels.
       width: ``net.no_hidden``, the base channel count ``C``.
       num_blocks: residual blocks (CKResNet) / group-conv blocks (GCNN).
@@ -67,6 +73,10 @@ class ModelConfig:
     kernel_hidden: int = 32
     kernel_layers: int = 3
     omega_0: float = 10.0
+    mfn_input_scale: float = 256.0
+    mfn_alpha: float = 6.0
+    mfn_beta: float = 1.0
+    separable: bool = False
     kernel_size: int = 7
     width: int = 32
     num_blocks: int = 2
@@ -90,6 +100,9 @@ class ModelConfig:
             raise ValueError(f"unknown sampling {self.sampling!r}; expected {SAMPLING_METHODS}")
         if self.kernel not in KERNEL_NAMES:
             raise ValueError(f"unknown kernel {self.kernel!r}; expected one of {KERNEL_NAMES}")
+        if not isinstance(self.separable, bool):
+            raise ValueError(f"separable must be a bool, got {self.separable!r}")
+        self.kernel_spec  # builds (validates) the kernel spec: ValueError naming a bad field
         check_kernel_size(self.kernel_size)
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; expected one of {HEADS}")
@@ -110,6 +123,21 @@ class ModelConfig:
             raise ValueError(f"unknown execution {self.execution!r}; expected one of {EXECUTIONS}")
         if self.gumbel_horizon < 1:
             raise ValueError(f"gumbel_horizon must be >= 1, got {self.gumbel_horizon}")
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        """The :class:`~pgcnn_jax.kernels.KernelSpec` of the model's group convs (built from
+        the flat kernel fields; ``ValueError`` naming a bad one)."""
+        return KernelSpec(
+            net=self.kernel,
+            hidden=self.kernel_hidden,
+            layers=self.kernel_layers,
+            omega_0=self.omega_0,
+            mfn_input_scale=self.mfn_input_scale,
+            mfn_alpha=self.mfn_alpha,
+            mfn_beta=self.mfn_beta,
+            render="separable" if self.separable else "joint",
+        )
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pgcnn_jax.groups import get_group
-from pgcnn_jax.kernels import check_kernel_size, make_kernel_net
+from pgcnn_jax.kernels import KernelSpec, as_kernel_spec, check_kernel_size
 from pgcnn_jax.models._common import torch_linear
 from pgcnn_jax.nn import (
     GroupFeatures,
@@ -34,7 +34,9 @@ from pgcnn_jax.nn import (
 class T2FinalConv(nnx.Module):
     """Final conv of the T(2)-last-layer head: the features are averaged over the valid group
     slots (``N -> 1``), then convolved on the single identity element (deterministic, not
-    partial), ``[B, H, W, N, C_in] -> [B, H', W', 1, C_out]``."""
+    partial), ``[B, H, W, N, C_in] -> [B, H', W', 1, C_out]``. ``kernel`` is a
+    :class:`~pgcnn_jax.kernels.KernelSpec` (or a kernel-net name) rendered jointly: a spec with
+    ``render="separable"`` raises ``ValueError``."""
 
     def __init__(
         self,
@@ -44,26 +46,23 @@ class T2FinalConv(nnx.Module):
         group: str,
         kernel_size: int,
         padding: str = "valid",
-        kernel: str = "siren",
-        kernel_hidden: int = 32,
-        kernel_layers: int = 3,
-        omega_0: float = 10.0,
+        kernel: KernelSpec | str = "siren",
         precision: str | None = None,
         rngs: nnx.Rngs,
     ):
+        self.kernel = as_kernel_spec(kernel)
+        if self.kernel.render != "joint":
+            raise ValueError(
+                f"T2FinalConv renders its kernel jointly only, got kernel render "
+                f"{self.kernel.render!r}; pass kernel=spec.replace(render='joint')"
+            )
         self.group = get_group(group)
         self.in_features, self.out_features = in_features, out_features
         self.kernel_size, self.padding = check_kernel_size(kernel_size), padding
         self.precision = check_precision(precision)
         self.kernel_norm = KernelNorm(jnp.zeros(()))
-        self.kernel_net = make_kernel_net(
-            kernel,
-            2 + self.group.dim,
-            out_features * in_features,
-            hidden=kernel_hidden,
-            num_layers=kernel_layers,
-            omega_0=omega_0,
-            rngs=rngs,
+        self.kernel_net = self.kernel.make_group_net(
+            self.group.dim, in_features, out_features, rngs=rngs
         )
         self.bias = nnx.Param(jnp.zeros((out_features,)))
 

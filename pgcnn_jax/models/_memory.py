@@ -29,7 +29,10 @@ def kernel_memory_bytes(config: ModelConfig, *, in_features: int, num_samples: i
         4 S N^2 k^2 (2 + d + (L - 1) H + 2 C_in C_out)   bytes (float32)
 
     ``num_samples`` is ``S``: 1, or the batch size with ``sample_per_batch_element``. The
-    feature maps and the convolutions themselves come on top.
+    feature maps and the convolutions themselves come on top. Separable group convs
+    (``config.separable``) render ``psi_G`` on ``S N^2`` points and ``psi_S`` on ``S N k^2``::
+
+        4 S (N^2 (d + (L - 1) H + 2 C_in C_out) + N k^2 (2 + (L - 1) H + 2 C_out))
     """
     group = get_group(config.group)
     n, k, h, layers = (
@@ -41,7 +44,12 @@ def kernel_memory_bytes(config: ModelConfig, *, in_features: int, num_samples: i
     widths = block_widths(config)
     channels = max(b * max(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
     hidden = max(layers - 1, 0) * h
-    group_conv = n * n * k * k * (2 + group.dim + hidden + 2 * channels)
+    if config.separable:
+        c_out = max(widths)
+        group_conv = n * n * (group.dim + hidden + 2 * channels)
+        group_conv += n * k * k * (2 + hidden + 2 * c_out)
+    else:
+        group_conv = n * n * k * k * (2 + group.dim + hidden + 2 * channels)
     lifting = n * k * k * (2 + hidden + 2 * in_features * widths[0])
     return _FLOAT_BYTES * num_samples * max(group_conv, lifting)
 
@@ -51,11 +59,12 @@ def rendered_sets(config: ModelConfig, batch_size: int) -> int:
     ``batch_size``: 1 with shared sampling; with ``sample_per_batch_element`` the chunk of
     :func:`pgcnn_jax.nn.per_example_chunk` examples (kernels rendered chunk by chunk), or the
     whole batch for ``mlp_*`` kernel nets (their BatchNorm statistics span every example's
-    kernel, so all ``B`` are rendered together). The ``num_samples`` of
+    kernel, so all ``B`` are rendered together) and separable group convs (their factors,
+    ``k^2`` times smaller, are rendered for all ``B`` at once). The ``num_samples`` of
     :func:`kernel_memory_bytes` / :func:`check_kernel_memory`."""
     if not config.sample_per_batch_element:
         return 1
-    if config.kernel.startswith("mlp_"):
+    if config.kernel.startswith("mlp_") or config.separable:
         return batch_size
     return min(batch_size, per_example_chunk())
 

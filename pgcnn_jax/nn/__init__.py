@@ -29,6 +29,14 @@ from pgcnn_jax.nn._functional import (
 )
 from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
 from pgcnn_jax.nn._pool import group_max_pool, group_mean_pool, spatial_max_pool
+from pgcnn_jax.nn._render import (
+    GROUP_RENDERERS,
+    depthwise_conv2d,
+    joint_group_conv,
+    render_group_conv,
+    separable_group_conv,
+    separable_kernels,
+)
 from pgcnn_jax.nn._variables import (
     DistributionParam,
     GumbelHorizon,
@@ -40,6 +48,7 @@ from pgcnn_jax.nn._variables import (
 
 __all__ = [
     "CONV_PRECISIONS",
+    "GROUP_RENDERERS",
     "PADDINGS",
     "PER_EXAMPLE_RENDERS",
     "DistributionParam",
@@ -60,15 +69,20 @@ __all__ = [
     "check_precision",
     "conv2d",
     "conv2d_per_example",
+    "depthwise_conv2d",
     "group_kernel",
     "group_max_pool",
     "group_mean_pool",
+    "joint_group_conv",
     "layer_name",
     "layer_norm_nhw",
     "lifting_kernel",
     "partial_layers",
     "per_example_chunk",
+    "render_group_conv",
     "safe_norm",
+    "separable_group_conv",
+    "separable_kernels",
     "set_active_elements",
     "set_gumbel_horizon",
     "spatial_max_pool",

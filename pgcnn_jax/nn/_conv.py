@@ -9,15 +9,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group, gumbel_temperature
-from pgcnn_jax.kernels import check_kernel_size, make_kernel_net
+from pgcnn_jax.kernels import KernelSpec, as_kernel_spec, check_kernel_size
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 from pgcnn_jax.nn._functional import (
     check_precision,
     conv2d,
     conv2d_per_example,
-    group_kernel,
     lifting_kernel,
 )
+from pgcnn_jax.nn._render import render_group_conv
 from pgcnn_jax.nn._variables import DistributionParam, GumbelHorizon, GumbelStep, KernelNorm
 
 PADDINGS = ("same", "valid")
@@ -87,6 +87,17 @@ def _kernel_norm(weight: jax.Array, bias: jax.Array | None) -> jax.Array:
     return norm if bias is None else norm + safe_norm(bias)
 
 
+def _joint_spec(kernel: KernelSpec | str, layer: str) -> KernelSpec:
+    """The spec of a layer that renders jointly only; ``ValueError`` for a separable one."""
+    spec = as_kernel_spec(kernel)
+    if spec.render != "joint":
+        raise ValueError(
+            f"{layer} renders its kernel jointly only, got kernel render {spec.render!r}; pass "
+            "kernel=spec.replace(render='joint')"
+        )
+    return spec
+
+
 class _ConvBase(nnx.Module):
     #: class default of the per-example rendering (:data:`PER_EXAMPLE_RENDERS`); set the
     #: attribute on a layer to change it (static: part of the graphdef).
@@ -121,22 +132,29 @@ class _ConvBase(nnx.Module):
 
 class _GroupConvBase(_ConvBase):
     def _group_conv(self, x, g_out, g_in, mask_out, mask_in, sizes, padding, bias):
-        """Renders the kernel of ``(g_out, g_in)`` (per example in chunks when ``S = B``) and
-        convolves ``x [B, H, W, N_in C_in]`` with it."""
-        args = (self.kernel_net, self.group)
-        b = x.shape[0]
-        if not self._chunked(b, g_out.shape[0], g_in.shape[0]):
-            weight = group_kernel(*args, g_out, g_in, mask_out, mask_in, *sizes)
-            self._record_norm(weight, bias)
-            return conv2d(x, weight, padding, precision=self.precision)
-
-        def render(go, gi, mo, mi):
-            return group_kernel(*args, go[None], gi[None], mo[None], mi[None], *sizes)[0]
-
-        operands = tuple(
-            jnp.broadcast_to(a, (b, *a.shape[1:])) for a in (g_out, g_in, mask_out, mask_in)
+        """Renders the kernel of ``(g_out, g_in)`` with the renderer of ``self.kernel.render``
+        (per example in chunks when ``S = B`` and the renderer chunks), convolves
+        ``x [B, H, W, N_in C_in]`` with it and records the kernel norm."""
+        k, c_in, c_out = sizes
+        y, sq = render_group_conv(
+            self.kernel.render,
+            self.kernel_net,
+            self.group,
+            x,
+            g_out,
+            g_in,
+            mask_out,
+            mask_in,
+            kernel_size=k,
+            in_features=c_in,
+            out_features=c_out,
+            padding=padding,
+            precision=self.precision,
+            chunked=self._chunked(x.shape[0], g_out.shape[0], g_in.shape[0]),
         )
-        return self._conv_per_example(x, render, operands, padding, bias)
+        norm = _sqrt_safe(sq)
+        self.kernel_norm[...] = norm if bias is None else norm + safe_norm(bias)
+        return y
 
 
 class LiftingConv(_ConvBase):
@@ -146,6 +164,10 @@ class LiftingConv(_ConvBase):
     fresh random offset per forward (per batch element with ``sample_per_batch_element``) when
     ``sampling="random"``. Integer (e.g. ``uint8``) or boolean images are cast to float32
     with their values unchanged (no rescaling to ``[0, 1]``); complex ones are refused.
+
+    ``kernel`` is a :class:`~pgcnn_jax.kernels.KernelSpec` (or a kernel-net name); the lifting
+    kernel is always rendered jointly (``psi(A(u)^{-1} p)``, one net on positions): a spec with
+    ``render="separable"`` raises ``ValueError`` (models pass ``spec.replace(render="joint")``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -169,13 +191,11 @@ class LiftingConv(_ConvBase):
         sample_per_batch_element: bool = False,
         padding: str = "same",
         use_bias: bool = True,
-        kernel: str = "siren",
-        kernel_hidden: int = 32,
-        kernel_layers: int = 3,
-        omega_0: float = 10.0,
+        kernel: KernelSpec | str = "siren",
         precision: str | None = None,
         rngs: nnx.Rngs,
     ):
+        self.kernel = _joint_spec(kernel, "LiftingConv")
         self.group = _check_common(
             group, num_elements, kernel_size, sampling, padding, in_features, out_features
         )
@@ -187,15 +207,7 @@ class LiftingConv(_ConvBase):
         self.precision = check_precision(precision)
         self.sample_per_batch_element = sample_per_batch_element
         self.kernel_norm = KernelNorm(jnp.zeros(()))
-        self.kernel_net = make_kernel_net(
-            kernel,
-            2,
-            out_features * in_features,
-            hidden=kernel_hidden,
-            num_layers=kernel_layers,
-            omega_0=omega_0,
-            rngs=rngs,
-        )
+        self.kernel_net = self.kernel.make_net(2, out_features * in_features, rngs=rngs)
         self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> GroupFeatures:
@@ -277,6 +289,21 @@ def partial_layers(model: nnx.Module) -> list[tuple[str, PartialGroupLayer]]:
     ]
 
 
+def _group_conv_spec(kernel: KernelSpec | str, separable: bool | None) -> KernelSpec:
+    """``kernel`` as a spec, ``separable=True`` switching it to ``render="separable"``;
+    ``ValueError`` when ``separable=False`` contradicts a separable spec."""
+    spec = as_kernel_spec(kernel)
+    if separable is None:
+        return spec
+    if not isinstance(separable, bool):
+        raise ValueError(f"separable must be a bool or None, got {separable!r}")
+    if separable:
+        return spec.replace(render="separable")
+    if spec.render != "joint":
+        raise ValueError(f"separable=False contradicts kernel render {spec.render!r}")
+    return spec
+
+
 class GroupConv(PartialGroupLayer, _GroupConvBase):
     """Group convolution on sampled elements, full or partial (REFERENCE 3.2).
 
@@ -293,6 +320,17 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
     kernel and the convolution shrink while every valid slot computes the numbers of the masked
     execution (to float rounding). ``A`` must cover every valid slot: a sample with a valid slot
     past ``A`` raises ``ValueError`` outside ``jit`` and turns the outputs to NaN under it.
+
+    The kernel is described by ``kernel``, a :class:`~pgcnn_jax.kernels.KernelSpec` (or a
+    kernel-net name ``s``, meaning ``KernelSpec(net=s)``), and rendered by the renderer its
+    ``render`` names (:data:`pgcnn_jax.nn.GROUP_RENDERERS`): ``"joint"`` (one net on
+    ``[A(u)^{-1} p, u^{-1} v]``, attribute ``kernel_net``) or ``"separable"``
+    (``psi_S(A(u)^{-1} p)[o] psi_G(u^{-1} v)[o, c]``, a 1x1 group mixing then a depthwise
+    spatial conv; ``kernel_net`` is then a :class:`~pgcnn_jax.kernels.SeparableKernelNet`).
+    ``separable=True`` is a shortcut for ``kernel=spec.replace(render="separable")``;
+    ``separable=False`` with a separable spec raises ``ValueError``; ``None`` (default) keeps
+    the spec's render. Sampling, masking, ``active_elements`` and ``kernel_norm`` (the norm of
+    the equivalent joint kernel) are the same for both.
 
     The relaxed-Bernoulli temperature falls linearly over ``gumbel_horizon`` optimiser steps
     (REFERENCE 1.7). Its step counter ``gumbel_step`` (:class:`GumbelStep`) is advanced by the
@@ -314,15 +352,14 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
         sample_per_batch_element: bool = False,
         padding: str = "same",
         use_bias: bool = True,
-        kernel: str = "siren",
-        kernel_hidden: int = 32,
-        kernel_layers: int = 3,
-        omega_0: float = 10.0,
+        kernel: KernelSpec | str = "siren",
+        separable: bool | None = None,
         gumbel_horizon: int = 100_000,
         gumbel_temperatures: tuple[float, float] = (0.5, 1e-4),
         precision: str | None = None,
         rngs: nnx.Rngs,
     ):
+        self.kernel = _group_conv_spec(kernel, separable)
         self.group = _check_common(
             group, num_elements, kernel_size, sampling, padding, in_features, out_features
         )
@@ -359,14 +396,8 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
             horizon = GumbelHorizon(jnp.asarray(gumbel_horizon, jnp.int32))
         self.gumbel_step, self.gumbel_horizon = nnx.data(step), nnx.data(horizon)
         self.kernel_norm = KernelNorm(jnp.zeros(()))
-        self.kernel_net = make_kernel_net(
-            kernel,
-            2 + self.group.dim,
-            out_features * in_features,
-            hidden=kernel_hidden,
-            num_layers=kernel_layers,
-            omega_0=omega_0,
-            rngs=rngs,
+        self.kernel_net = self.kernel.make_group_net(
+            self.group.dim, in_features, out_features, rngs=rngs
         )
         self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
 
@@ -460,7 +491,9 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
 class PointwiseGroupConv(_GroupConvBase):
     """1x1 group convolution mapping features on ``g_in`` onto given elements ``g_out``
     (REFERENCE 3.3: the residual shortcut). No bias, never partial, kernel-net input is the
-    normalised ``u^{-1} v`` only."""
+    normalised ``u^{-1} v`` only. Rendered jointly (there is no spatial factor): a ``kernel``
+    spec with ``render="separable"`` raises ``ValueError``; the default spec has
+    ``hidden=16``."""
 
     def __init__(
         self,
@@ -468,25 +501,17 @@ class PointwiseGroupConv(_GroupConvBase):
         out_features: int,
         *,
         group: Group | str,
-        kernel: str = "siren",
-        kernel_hidden: int = 16,
-        kernel_layers: int = 3,
-        omega_0: float = 10.0,
+        kernel: KernelSpec | str = KernelSpec(hidden=16),
         precision: str | None = None,
         rngs: nnx.Rngs,
     ):
+        self.kernel = _joint_spec(kernel, "PointwiseGroupConv")
         self.group = get_group(group)
         self.in_features, self.out_features = in_features, out_features
         self.precision = check_precision(precision)
         self.kernel_norm = KernelNorm(jnp.zeros(()))
-        self.kernel_net = make_kernel_net(
-            kernel,
-            self.group.dim,
-            out_features * in_features,
-            hidden=kernel_hidden,
-            num_layers=kernel_layers,
-            omega_0=omega_0,
-            rngs=rngs,
+        self.kernel_net = self.kernel.make_net(
+            self.group.dim, out_features * in_features, rngs=rngs
         )
 
     def __call__(self, h: GroupFeatures, g_out: jax.Array, mask_out: jax.Array) -> GroupFeatures:

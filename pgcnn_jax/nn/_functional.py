@@ -196,42 +196,60 @@ def conv2d_per_example(
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv(x: jax.Array, w: jax.Array, padding: str, precision: str | None) -> jax.Array:
-    """One ``NHWC x HWIO`` cross-correlation at ``precision``."""
+def _conv(
+    x: jax.Array, w: jax.Array, padding: str, precision: str | None, feature_group_count: int = 1
+) -> jax.Array:
+    """One ``NHWC x HWIO`` cross-correlation at ``precision`` (``feature_group_count`` as in
+    ``lax.conv_general_dilated``: ``w`` is ``[k, k, I / G, O]``)."""
     if precision == "bfloat16":
-        return _bf16_conv(x, w, padding)
+        return _bf16_conv(x, w, padding, feature_group_count)
     kw = {}
     if precision == "float32":
         kw = dict(precision=jax.lax.Precision.HIGHEST)
     elif precision == "tf32":
         kw = dict(precision=jax.lax.Precision.DEFAULT)
+    if feature_group_count != 1:
+        kw["feature_group_count"] = feature_group_count
     return jax.lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_DIMS, **kw)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _bf16_conv(x: jax.Array, w: jax.Array, padding: str) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _bf16_conv(x: jax.Array, w: jax.Array, padding: str, feature_group_count: int) -> jax.Array:
     """Conv of bfloat16 copies of ``x`` and ``w``, accumulated and returned in their common
     (float32) dtype. The backward convs take bfloat16 operands too (``lax``'s own transpose
     would promote them to float32 and run at float32 speed) and their results, rounded to
     bfloat16, come back in the input dtype."""
-    return _bf16_conv_fwd(x, w, padding)[0]
+    return _bf16_conv_fwd(x, w, padding, feature_group_count)[0]
 
 
-def _bf16_conv_fwd(x, w, padding):
+def _bf16_conv_fwd(x, w, padding, feature_group_count):
     dtype = jnp.result_type(x, w)
     xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
     y = jax.lax.conv_general_dilated(
-        xb, wb, (1, 1), padding, dimension_numbers=_DIMS, preferred_element_type=dtype
+        xb,
+        wb,
+        (1, 1),
+        padding,
+        dimension_numbers=_DIMS,
+        feature_group_count=feature_group_count,
+        preferred_element_type=dtype,
     )
     return y, (xb, wb)
 
 
-def _bf16_conv_bwd(padding, residuals, g):
+def _bf16_conv_bwd(padding, feature_group_count, residuals, g):
     xb, wb = residuals
     gb = g.astype(jnp.bfloat16)
 
     def conv(a, b):
-        return jax.lax.conv_general_dilated(a, b, (1, 1), padding, dimension_numbers=_DIMS)
+        return jax.lax.conv_general_dilated(
+            a,
+            b,
+            (1, 1),
+            padding,
+            dimension_numbers=_DIMS,
+            feature_group_count=feature_group_count,
+        )
 
     # The conv is linear in each operand: transposing it alone traces no primal conv.
     (dx,) = jax.linear_transpose(lambda a: conv(a, wb), xb)(gb)

@@ -226,6 +226,14 @@ class TrainConfig:
         return cls(model=model, **d)
 
 
+#: Model keys added after runs were stored, with the value an older run used.
+_ADDED_MODEL_DEFAULTS = {
+    f"model.{f.name}": f.default
+    for f in dataclasses.fields(ModelConfig)
+    if f.name in ("mfn_input_scale", "mfn_alpha", "mfn_beta", "separable")
+}
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -239,8 +247,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(stored: dict[str, Any], current: TrainConfig) -> list[str]:
     """Keys (``"lr"``, ``"model.width"``, ...) whose values differ between a stored
     :meth:`TrainConfig.to_dict` and ``current``, ignoring :data:`RESUMABLE_KEYS`."""
-    # Configs stored before ``eval_samples`` existed evaluated with one pass.
+    # Configs stored before ``eval_samples`` existed evaluated with one pass; those stored before
+    # the separable / MFN model keys existed used their defaults.
     a, b = _flatten({"eval_samples": 1} | stored), _flatten(current.to_dict())
+    a = _ADDED_MODEL_DEFAULTS | a
     return sorted(
         k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k, None) != b.get(k, None)
     )
