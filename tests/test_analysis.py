@@ -19,6 +19,7 @@ from pgcnn_jax.analysis import (
     rotated_copies,
     rotation_response,
 )
+from pgcnn_jax.kernels import KernelSpec
 from pgcnn_jax.models import build_model
 from pgcnn_jax.nn import GroupConv, LiftingConv
 
@@ -186,7 +187,7 @@ class _TwoConvs(nnx.Module):
     def __init__(self):
         kw = dict(group="se2", num_elements=4, kernel_size=3, sampling="deterministic")
         self.lift = LiftingConv(1, 3, **kw, rngs=nnx.Rngs(0))
-        gkw = kw | dict(sample_per_layer=False, kernel_hidden=8)
+        gkw = kw | dict(sample_per_layer=False, kernel=KernelSpec(hidden=8))
         self.first = GroupConv(3, 3, **gkw, rngs=nnx.Rngs(1))
         self.second = GroupConv(3, 3, **gkw, rngs=nnx.Rngs(2))
 
