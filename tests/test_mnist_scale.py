@@ -283,3 +283,14 @@ def test_cli_end_to_end(preset, extra, group, num_partial, tmp_path):
     assert results["config"]["dataset"] == "mnist_scale"
     assert results["config"]["model"]["group"] == group
     assert len(results["theta"]) == num_partial
+
+
+def test_cli_help_lists_the_shared_flags():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "experiments.mnist_scale", "--help"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode in (0, 1) and "Traceback" not in out, out  # absl: 1
+    for flag in ("--group", "--elems", "--data:", "--max_steps", "--preset", "--workdir"):
+        assert f"  {flag}" in out, flag
+    assert "MNIST-scale" in out
