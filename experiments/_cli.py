@@ -24,7 +24,7 @@ import jax
 from absl import flags, logging
 
 from experiments._flagset import print_error
-from experiments.configs import CLI_OF_DATASET, PRESETS, with_overrides
+from experiments.configs import CLI_OF_DATASET, PRESETS, check_available, with_overrides
 from pgcnn_jax.data import describe_source
 from pgcnn_jax.groups import GROUP_NAMES, get_group
 from pgcnn_jax.models import HEADS, MODEL_NAMES
@@ -204,6 +204,7 @@ def resolve(
     if _PRESET.value is not None:
         name = _PRESET.value
         if name not in PRESETS:
+            check_available(name)  # a known preset whose group is not registered: say so
             raise ValueError(
                 f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}"
             )

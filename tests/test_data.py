@@ -82,6 +82,7 @@ def test_specs_match_reference():
         "cifar10",
         "cifar100",
         "pcam",
+        "mnist_scale",
     )
     sizes = {n: get_spec(n).nominal_train_size for n in pdata.DATASET_NAMES}
     assert sizes == {
@@ -91,6 +92,7 @@ def test_specs_match_reference():
         "cifar10": 45000,
         "cifar100": 45000,
         "pcam": 262144,
+        "mnist_scale": 10000,
     }
     assert get_spec("cifar10").mean == (0.485, 0.456, 0.406)
     assert get_spec("cifar10").std == (0.229, 0.224, 0.225)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pgcnn_jax.data._mnist6 import derive_mnist6
+from pgcnn_jax.data._mnist_scale import MNIST_SCALE_RANGE, derive_mnist_scale, mnist_scale_sizes
 from pgcnn_jax.data._npz import load_npz
 from pgcnn_jax.data._pipeline import ArrayLoader, Loader, StreamingLoader
 from pgcnn_jax.data._probe import pending_downloads, probe_hosts, remove_partial_downloads, snapshot
@@ -27,6 +28,7 @@ VALIDATION_SPLIT_SEED = 42
 """Seed of the train/validation split, fixed regardless of the run seed (REFERENCE 5.4)."""
 
 _MNIST6_TRANSFORM = {"mnist6_180": "rot180", "mnist6_m": "mirror"}
+_FROM_MNIST = (*_MNIST6_TRANSFORM, "mnist_scale")  # derived from plain 10-class MNIST
 _AUGMENTABLE = ("cifar10", "cifar100")
 
 
@@ -129,7 +131,7 @@ def _arrays(
     spec: DatasetSpec, npz_path: str | None, data_dir: str | os.PathLike | None
 ) -> dict[str, Any]:
     if npz_path is not None:
-        derived = spec.name in _MNIST6_TRANSFORM
+        derived = spec.name in _FROM_MNIST
         return load_npz(
             npz_path,
             num_classes=10 if derived else spec.num_classes,
@@ -165,14 +167,18 @@ def load_dataset(
     training set (12 000 -> 10 000 / 2 000, 50 000 -> 45 000 / 5 000) with a generator seeded
     :data:`VALIDATION_SPLIT_SEED`; the same fractions apply to ``npz`` inputs of any size (and
     ``1/10`` for a PCam ``npz``). TFDS PCam uses its own ``validation`` split. MNIST6 has none:
-    ``validation`` is the test loader.
+    ``validation`` is the test loader. MNIST-scale pools the source's train and test digits
+    and draws its three splits from them (:func:`~pgcnn_jax.data.derive_mnist_scale`,
+    :func:`~pgcnn_jax.data.mnist_scale_sizes`).
 
     Args:
         name: One of :data:`DATASET_NAMES`.
         data_dir: TFDS data directory (default ``~/tensorflow_datasets``).
         data: ``None`` / ``"tfds"`` or ``"npz:PATH"``.
         batch_size: Examples per batch for all three loaders.
-        seed: Seeds the training order, augmentation and MNIST6 ``rot_interval`` angles.
+        seed: Seeds the training order, augmentation, MNIST6 ``rot_interval`` angles and the
+            MNIST-scale realisation (its splits and scale factors: seed ``s`` is realisation
+            ``s``, like the SESN protocol's dataset seeds).
         augment: Random crop (4-pixel zero padding) + horizontal flip; CIFAR only.
         rot_interval: Degrees of fixed random rotation of the original sixes; ``mnist6_180``
             only.
@@ -232,6 +238,19 @@ def load_dataset(
         )
         if len(x_train) == 0 or len(x_test) == 0:
             raise ValueError(f"{name}: the source holds no digit 6 in one of its splits")
+    if name == "mnist_scale":
+        parts = derive_mnist_scale(
+            np.concatenate([x_train, x_test]),
+            np.concatenate([y_train, y_test]),
+            rng=np.random.default_rng([seed, zlib.crc32(b"mnist_scale")]),
+        )
+        train_part, val_part, test_part = (parts[k] for k in ("train", "validation", "test"))
+        return Splits(
+            spec=spec,
+            train=ArrayLoader(train_part.images, train_part.labels, train=True, seed=seed, **norm),
+            validation=ArrayLoader(val_part.images, val_part.labels, train=False, **norm),
+            test=ArrayLoader(test_part.images, test_part.labels, train=False, **norm),
+        )
 
     test = ArrayLoader(x_test, y_test, train=False, **norm)
     if spec.has_validation:
@@ -247,15 +266,22 @@ def load_dataset(
 def describe_source(
     name: str, data_dir: str | os.PathLike | None = None, data: str | None = None
 ) -> str:
-    """One line saying where the data of ``name`` comes from and what is downloaded."""
+    """One line saying where the data of ``name`` comes from and what is downloaded.
+
+    For ``mnist_scale`` it states the split sizes; from an ``npz`` it reads the archive to
+    count its digits (and raises the :func:`load_npz` ``ValueError`` for a bad one).
+    """
     spec = get_spec(name)
     npz_path = _parse_data(data)
     if npz_path is not None:
         what = (
             "plain MNIST (10 classes) from which the task is derived"
-            if (name in _MNIST6_TRANSFORM)
+            if (name in _FROM_MNIST)
             else f"{name} itself"
         )
+        if name == "mnist_scale":
+            arrays = load_npz(npz_path, num_classes=10, image_shape=spec.image_shape)
+            what += _describe_mnist_scale(len(arrays["x_train"]) + len(arrays["x_test"]))
         return (
             f"{name}: local npz {npz_path} (keys x_train, y_train, x_test, y_test) holding "
             f"{what}; nothing is downloaded."
@@ -267,6 +293,8 @@ def describe_source(
     )
     if name in _MNIST6_TRANSFORM:
         detail = "TFDS 'mnist' (~11 MB), digit 6 kept and a transformed copy appended"
+    elif name == "mnist_scale":
+        detail = "TFDS 'mnist' (~11 MB)" + _describe_mnist_scale(70_000)
     elif name == "rotmnist":
         from pgcnn_jax.data._rotmnist import URL, ZIP_NAME
 
@@ -279,3 +307,13 @@ def describe_source(
     else:
         detail = f"TFDS '{spec.tfds_name}' (~170 MB download)"
     return f"{name}: {detail}; prepared under {root}."
+
+
+def _describe_mnist_scale(num_images: int) -> str:
+    train, val, test = mnist_scale_sizes(num_images)
+    low, high = MNIST_SCALE_RANGE
+    return (
+        f", train and test pooled ({num_images} digits): {train} / {val} / {test} "
+        f"train / validation / test digits drawn per seed, each shrunk about the centre by its "
+        f"own factor from U[{low}, {high}) (area resampling) and zero-padded to 28x28"
+    )
