@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.groups import get_group
+from pgcnn_jax.groups import Group, get_group
 from pgcnn_jax.kernels import check_kernel_size, make_kernel_net
 from pgcnn_jax.models._common import torch_linear
 from pgcnn_jax.nn import (
@@ -41,7 +41,7 @@ class T2FinalConv(nnx.Module):
         in_features: int,
         out_features: int,
         *,
-        group: str,
+        group: Group | str,
         kernel_size: int,
         padding: str = "valid",
         kernel: str = "siren",
