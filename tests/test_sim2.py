@@ -244,12 +244,12 @@ def test_shrinking_scale_width_keeps_fewer_scales(key):
 
 def test_gradients_reach_theta_and_the_scale_width(key):
     for width in (1.0, 0.2):  # 0.2: one scale kept, the random offset still moves it
-        conv = _partial_conv()
+        conv = _partial_conv(num_scales=2)
         conv.scale[...] = jnp.float32(width)
         lift = pg.nn.LiftingConv(
-            1, 2, group=conv.group, num_elements=8, kernel_size=3, kernel_hidden=4, rngs=nnx.Rngs(1)
+            1, 2, group=conv.group, num_elements=4, kernel_size=3, kernel_hidden=4, rngs=nnx.Rngs(1)
         )
-        h = lift(jax.random.normal(key, (1, 9, 9, 1)), rngs=nnx.Rngs(sample=key))
+        h = lift(jax.random.normal(key, (1, 7, 7, 1)), rngs=nnx.Rngs(sample=key))
 
         def loss(conv):
             out = conv(h, rngs=nnx.Rngs(sample=jax.random.fold_in(key, 1)))
@@ -264,8 +264,8 @@ def test_adaptive_equals_masked(key):
         group="sim2",
         group_options={"num_scales": 2},
         num_elements=8,
-        width=3,
-        kernel_hidden=6,
+        width=2,
+        kernel_hidden=4,
         kernel_size=3,
         num_blocks=1,
         block_width_factors=(2.0, 1),
@@ -279,7 +279,7 @@ def test_adaptive_equals_masked(key):
     adaptive = nnx.clone(masked)
     assert pg.nn.update_adaptive(adaptive)
     assert pg.nn.active_elements(adaptive) == (2, 8, 4)
-    x = jax.random.normal(key, (2, 12, 12, 2))
+    x = jax.random.normal(key, (2, 10, 10, 2))
     labels = jnp.array([0, 2])
 
     @nnx.jit
