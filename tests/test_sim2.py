@@ -15,6 +15,8 @@ import pytest
 from flax import nnx
 
 import pgcnn_jax as pg
+from experiments import figures
+from pgcnn_jax.analysis import learned_subsets
 from pgcnn_jax.groups import Sim2, get_group
 from pgcnn_jax.models import ModelConfig, build_model, kernel_norm_penalty
 from pgcnn_jax.nn import conv2d, group_kernel, lifting_kernel, rendered_kernel_size
@@ -362,3 +364,16 @@ def test_ckresnet_sim2_partial_trains(key):
     assert summary["elements"] == [
         a["rotation"]["kept"] * a["scale"]["kept"] for a in summary["axes"]
     ]
+    # the subsets analysis and figure report both axes (N' = R' S')
+    for _, layer in pg.nn.partial_layers(model):
+        layer.scale[...] = jnp.float32(0.4)  # 1 of 2 scales
+    subsets = learned_subsets(model, jnp.zeros((1, 28, 28, 1)))
+    partial = [s for s in subsets if s.partial]
+    assert [s.axes["scale"]["kept"] for s in partial] == [1, 1, 1]
+    assert subsets[0].axes["scale"] == {"kept": 2, "of": 2, "width": 1.0}  # the full lift
+    fig, record = figures.figure_subsets(["runs/x"], [model], [config], seed=0)
+    layers = record["runs"][0]["layers"]
+    assert [layer["n_prime"] for layer in layers] == [
+        s.axes["rotation"]["kept"] * s.axes["scale"]["kept"] for s in subsets
+    ]
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "kept scale (fraction)"
