@@ -9,7 +9,8 @@
 ``TF.rotate`` in the paper's notebook; bilinear, the corners filled with black), and the
 probability each run gives class 0 ("6"). ``--fig=subsets``: per layer the rotation interval
 ``[-180 theta, 180 theta]`` each run keeps (paper Figure 5) and, for groups with mirrors, the
-probability of keeping the mirrored elements (Figure 6). ``--fig=equivariance``: per layer the
+probability of keeping the mirrored elements (Figure 6) and, for groups with further axes
+(``sim2``'s scales), the fraction of each axis kept. ``--fig=equivariance``: per layer the
 relative change of its group-pooled output when ``--num_images`` test images are rotated by
 0, ``--step``, ..., 360 degrees (:func:`pgcnn_jax.analysis.equivariance_profile`).
 
@@ -190,9 +191,26 @@ def figure4(runs, models, configs, *, index, seed, batch, data, data_dir) -> tup
 
 # ----------------------------------------------------------------------------- subsets
 def _n_prime(layer: dict[str, Any]) -> int:
-    """Elements the layer uses: rotations, doubled when mirrors are kept (probability >= 1/2)."""
+    """Elements the layer uses: the product of the counts kept on its group's axes
+    (rotations, doubled when mirrors are kept with probability >= 1/2, times the scales kept,
+    ...)."""
+    axes = layer.get("axes") or {}
+    if axes:
+        return int(np.prod([axis["kept"] for axis in axes.values()]))
     mirror = layer["mirror_prob"]
     return layer["num_rotations"] * (2 if mirror is not None and mirror >= 0.5 else 1)
+
+
+def _extra_axes(entries) -> list[str]:
+    """Axes beyond the rotations and mirrors (e.g. scales) of any layer, in first-seen order:
+    one more panel each, showing the fraction of the axis kept."""
+    names: list[str] = []
+    for entry in entries:
+        for layer in entry["layers"]:
+            for name in layer.get("axes") or {}:
+                if name not in ("rotation", "mirror") and name not in names:
+                    names.append(name)
+    return names
 
 
 def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
@@ -209,9 +227,11 @@ def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
     record = {"figure": "subsets", "date": _now(), "runs": entries}
 
     mirrors = any(layer["mirror_prob"] is not None for e in entries for layer in e["layers"])
+    extra = _extra_axes(entries)
     rows = max(len(e["layers"]) for e in entries)
-    fig = _figure(7.5 if mirrors else 5.0, (0.35 * rows + 1.0) * len(entries))
-    axes = np.asarray(fig.subplots(len(entries), 2 if mirrors else 1, squeeze=False))
+    columns = 1 + int(mirrors) + len(extra)
+    fig = _figure(5.0 + 2.5 * (columns - 1), (0.35 * rows + 1.0) * len(entries))
+    axes = np.asarray(fig.subplots(len(entries), columns, squeeze=False))
     for row, entry in zip(axes, entries, strict=True):
         layers = entry["layers"]
         ys = np.arange(len(layers))[::-1]
@@ -233,11 +253,28 @@ def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
             if all(p is None for p in probs):
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, "no mirrors", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.barh(ys, [0.0 if p is None else p for p in probs], color="C1")
+                ax.set_yticks(ys, [])
+                ax.set_xlim(0, 1)
+                ax.set_xlabel("mirror probability")
+        for ax, name in zip(row[1 + int(mirrors) :], extra, strict=True):
+            kept = [(layer.get("axes") or {}).get(name) for layer in layers]
+            if all(k is None for k in kept):
+                ax.set_axis_off()
+                ax.text(
+                    0.5, 0.5, f"no {name} axis", ha="center", va="center", transform=ax.transAxes
+                )
                 continue
-            ax.barh(ys, [0.0 if p is None else p for p in probs], color="C1")
+            fractions = [0.0 if k is None else k["kept"] / k["of"] for k in kept]
+            colors = ["C2" if layer["partial"] else "0.6" for layer in layers]
+            ax.barh(ys, fractions, color=colors)
+            for y, k in zip(ys, kept, strict=True):
+                if k is not None:
+                    ax.text(0.02, y, f"{k['kept']}/{k['of']}", va="center", fontsize="small")
             ax.set_yticks(ys, [])
             ax.set_xlim(0, 1)
-            ax.set_xlabel("mirror probability")
+            ax.set_xlabel(f"kept {name} (fraction)")
     return fig, record
 
 

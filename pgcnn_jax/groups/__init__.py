@@ -2,13 +2,14 @@
 sampling and their action on images.
 
 Registered groups: ``se2`` (rotations), ``e2`` (rotations and reflections), ``t2`` (the
-trivial group) and ``mirror`` (the reflection of the columns). A new group is one file with a
+trivial group), ``mirror`` (the reflection of the columns) and ``sim2`` (rotations and
+scalings, ``get_group("sim2", num_scales=S, scale_base=b)``). A new group is one file with a
 :class:`Group` subclass and a :func:`register_group` call, imported below.
 
 Pure ``jax.numpy``; no Flax.
 """
 
-from pgcnn_jax.groups import _e2, _mirror, _se2, _t2  # noqa: F401  (registers the groups)
+from pgcnn_jax.groups import _e2, _mirror, _se2, _sim2, _t2  # noqa: F401  (registers the groups)
 from pgcnn_jax.groups._action import resample
 from pgcnn_jax.groups._base import (
     ANGLE_SNAP,
@@ -32,6 +33,7 @@ from pgcnn_jax.groups._sampling import (
     subset_size,
 )
 from pgcnn_jax.groups._se2 import SE2
+from pgcnn_jax.groups._sim2 import Sim2
 from pgcnn_jax.groups._t2 import T2
 
 _PAPER_ORDER = ("se2", "e2", "t2", "mirror")
@@ -45,6 +47,7 @@ __all__ = [
     "GROUP_NAMES",
     "SAMPLING_METHODS",
     "SE2",
+    "Sim2",
     "T2",
     "TWO_PI",
     "DistributionSpec",

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.groups import get_group
 from pgcnn_jax.models._ckresnet import CKResNet
 from pgcnn_jax.models._common import check_images
 from pgcnn_jax.models._config import ModelConfig
@@ -49,6 +48,7 @@ def t2_backbone_config(config: ModelConfig, model: str) -> ModelConfig:
     return config.replace(
         model=model,
         group="t2",
+        group_options=(),
         num_elements=1,
         sampling="deterministic",
         partial=False,
@@ -64,7 +64,7 @@ class _Augerino(nnx.Module):
     theta = mirror = None
 
     def __init__(self, config: ModelConfig, *, num_classes: int, in_features: int, rngs):
-        group = get_group(config.group)
+        group = config.make_group()
         specs = group.distribution(config.num_elements, "random")
         if not specs:
             raise ValueError(

@@ -40,6 +40,7 @@ from pgcnn_jax.nn import (
     LiftingConv,
     PointwiseGroupConv,
     layer_norm_nhw,
+    rendered_kernel_size,
     spatial_max_pool,
 )
 
@@ -63,7 +64,7 @@ class ResBlock(nnx.Module):
             kernel = kernel_settings(config, joint=True)
             kernel["kernel"] = kernel["kernel"].replace(hidden=config.kernel_hidden // 2)
             shortcut = PointwiseGroupConv(
-                in_features, out_features, group=config.group, **kernel, rngs=rngs
+                in_features, out_features, group=config.make_group(), **kernel, rngs=rngs
             )
         self.shortcut = nnx.data(shortcut)
         self.norm = make_norm(config.norm, out_features)
@@ -112,7 +113,7 @@ class CKResNet(nnx.Module):
             final = T2FinalConv(
                 width,
                 width,
-                group=config.group,
+                group=config.make_group(),
                 kernel_size=config.kernel_size,
                 **kernel_settings(config, joint=True),
                 rngs=rngs,
@@ -156,7 +157,10 @@ class CKResNet(nnx.Module):
         h = relu(h)
         for block in self.blocks:
             h = block(h, rngs=rngs, batch_mask=batch_mask)
-        k = self.config.kernel_size
+        # the rendered size: larger than kernel_size for scaling groups
+        k = rendered_kernel_size(
+            self.final_conv.group, self.config.num_elements, self.config.kernel_size
+        )
         if h.values.shape[1] < k or h.values.shape[2] < k:
             raise ValueError(
                 f"the final valid {k}x{k} conv needs a map of at least {k}x{k}, got "

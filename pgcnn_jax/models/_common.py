@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.groups import get_group
 from pgcnn_jax.models._config import ModelConfig
 from pgcnn_jax.nn import GroupBatchNorm, GroupFeatures, GroupLayerNorm
 
@@ -125,7 +124,7 @@ def kernel_settings(config: ModelConfig, *, joint: bool = False) -> dict:
 def lifting_settings(config: ModelConfig) -> dict:
     """Keyword arguments of the (always full) :class:`LiftingConv`."""
     return dict(
-        group=config.group,
+        group=config.make_group(),
         num_elements=config.num_elements,
         kernel_size=config.kernel_size,
         sampling=config.sampling,
@@ -137,7 +136,7 @@ def lifting_settings(config: ModelConfig) -> dict:
 def group_conv_settings(config: ModelConfig, *, padding: str = "same") -> dict:
     """Keyword arguments of a model's :class:`GroupConv` layers."""
     return dict(
-        group=config.group,
+        group=config.make_group(),
         num_elements=config.num_elements,
         kernel_size=config.kernel_size,
         sampling=config.sampling,
@@ -158,5 +157,5 @@ def changes_grid(config: ModelConfig) -> bool:
     deterministic there, so counting only samplers that can move the grid gives the same
     layers and the pinned T(2) parameter counts for any sampling flags.
     """
-    moves = get_group(config.group).moves(config.num_elements)
+    moves = config.make_group().moves(config.num_elements)
     return config.partial or (config.sample_per_layer and config.sampling == "random" and moves)

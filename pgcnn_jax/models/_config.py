@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
 
-from pgcnn_jax.groups import SAMPLING_METHODS, get_group
+from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group
 from pgcnn_jax.kernels import KERNEL_NAMES, KernelSpec, check_kernel_size
 from pgcnn_jax.nn import check_precision
 
@@ -20,7 +23,13 @@ class ModelConfig:
 
     Attributes:
       model: one of :data:`MODEL_NAMES`.
-      group: ``"se2"``, ``"e2"``, ``"t2"`` or ``"mirror"``.
+      group: a registered group name (:data:`pgcnn_jax.groups.GROUP_NAMES`: ``"se2"``,
+        ``"e2"``, ``"t2"``, ``"mirror"``, ``"sim2"``).
+      group_options: settings of groups that take them, as ``(name, value)`` pairs (a dict is
+        accepted and stored as sorted pairs), passed to
+        ``get_group(group, **dict(group_options))``; e.g. ``group="sim2", num_elements=8,
+        group_options=(("num_scales", 2), ("scale_base", 2.0))``. Every conv of the model
+        gets this group value (:meth:`make_group`).
       num_elements: ``N``, sampled elements per layer.
       partial: learn a distribution per group conv (partial G-CNN).
       sampling: ``"random"`` or ``"deterministic"``.
@@ -64,6 +73,7 @@ class ModelConfig:
 
     model: str = "ckresnet"
     group: str = "se2"
+    group_options: tuple[tuple[str, Any], ...] = ()
     num_elements: int = 8
     partial: bool = True
     sampling: str = "random"
@@ -94,7 +104,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; expected one of {MODEL_NAMES}")
-        group = get_group(self.group)
+        object.__setattr__(self, "group_options", _group_options(self.group_options))
+        group = self.make_group()
         group.check_num_elements(self.num_elements)
         if self.sampling not in SAMPLING_METHODS:
             raise ValueError(f"unknown sampling {self.sampling!r}; expected {SAMPLING_METHODS}")
@@ -139,5 +150,33 @@ class ModelConfig:
             render="separable" if self.separable else "joint",
         )
 
+    def make_group(self) -> Group:
+        """The configured group value, ``get_group(group, **dict(group_options))``."""
+        return get_group(self.group, **dict(self.group_options))
+
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _group_options(options) -> tuple[tuple[str, Any], ...]:
+    """``group_options`` as sorted ``(name, value)`` pairs of hashable scalars (a mapping, or
+    pairs given as tuples or, from ``config.json``, as lists)."""
+    items = options.items() if isinstance(options, Mapping) else options
+    try:
+        pairs = [tuple(item) for item in items]
+    except TypeError:
+        raise ValueError(f"group_options must be (name, value) pairs, got {options!r}") from None
+    out = {}
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            raise ValueError(f"group_options must be (name, value) pairs, got {options!r}")
+        name, value = pair
+        ok = isinstance(value, str | bool | int) or (
+            isinstance(value, float) and math.isfinite(value)
+        )
+        if not ok:
+            raise ValueError(f"group option {name!r} must be a number or a string, got {value!r}")
+        if name in out:
+            raise ValueError(f"group option {name!r} is given twice in {options!r}")
+        out[name] = value
+    return tuple(sorted(out.items()))

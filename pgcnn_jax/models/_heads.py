@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.groups import get_group
+from pgcnn_jax.groups import Group, get_group
 from pgcnn_jax.kernels import KernelSpec, as_kernel_spec, check_kernel_size
 from pgcnn_jax.models._common import torch_linear
 from pgcnn_jax.nn import (
@@ -43,7 +43,7 @@ class T2FinalConv(nnx.Module):
         in_features: int,
         out_features: int,
         *,
-        group: str,
+        group: Group | str,
         kernel_size: int,
         padding: str = "valid",
         kernel: KernelSpec | str = "siren",

@@ -6,10 +6,9 @@ import os
 
 import jax
 
-from pgcnn_jax.groups import get_group
 from pgcnn_jax.models._common import block_widths
 from pgcnn_jax.models._config import ModelConfig
-from pgcnn_jax.nn import per_example_chunk
+from pgcnn_jax.nn import per_example_chunk, rendered_kernel_size
 
 __all__ = ["available_memory", "check_kernel_memory", "kernel_memory_bytes", "rendered_sets"]
 
@@ -22,9 +21,10 @@ def kernel_memory_bytes(config: ModelConfig, *, in_features: int, num_samples: i
 
     For the group convolution with the most channels ``C_in C_out`` (the lifting
     convolution when it is larger), the kernel net evaluates
-    ``S N_out N_in k^2`` points: its input, its ``kernel_layers - 1`` hidden activations
-    (kept for the backward pass) and its output, plus the rendered HWIO kernel of the same
-    size as the output::
+    ``S N_out N_in k^2`` points (``k`` the rendered size, larger than ``kernel_size`` for
+    scaling groups: :func:`pgcnn_jax.nn.rendered_kernel_size`): its input, its
+    ``kernel_layers - 1`` hidden activations (kept for the backward pass) and its output, plus
+    the rendered HWIO kernel of the same size as the output::
 
         4 S N^2 k^2 (2 + d + (L - 1) H + 2 C_in C_out)   bytes (float32)
 
@@ -34,13 +34,9 @@ def kernel_memory_bytes(config: ModelConfig, *, in_features: int, num_samples: i
 
         4 S (N^2 (d + (L - 1) H + 2 C_in C_out) + N k^2 (2 + (L - 1) H + 2 C_out))
     """
-    group = get_group(config.group)
-    n, k, h, layers = (
-        config.num_elements,
-        config.kernel_size,
-        config.kernel_hidden,
-        config.kernel_layers,
-    )
+    group = config.make_group()
+    n, h, layers = config.num_elements, config.kernel_hidden, config.kernel_layers
+    k = rendered_kernel_size(group, n, config.kernel_size)
     widths = block_widths(config)
     channels = max(b * max(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
     hidden = max(layers - 1, 0) * h

@@ -26,6 +26,7 @@ from pgcnn_jax.nn._functional import (
     group_kernel,
     lifting_kernel,
     per_example_chunk,
+    rendered_kernel_size,
 )
 from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
 from pgcnn_jax.nn._pool import group_max_pool, group_mean_pool, spatial_max_pool
@@ -80,6 +81,7 @@ __all__ = [
     "partial_layers",
     "per_example_chunk",
     "render_group_conv",
+    "rendered_kernel_size",
     "safe_norm",
     "separable_group_conv",
     "separable_kernels",

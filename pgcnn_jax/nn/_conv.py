@@ -254,7 +254,7 @@ class PartialGroupLayer(nnx.Module):
 
     #: distribution-parameter attributes of every group; ``None`` unless the layer's group
     #: and sampling learn them (:meth:`pgcnn_jax.groups.Group.distribution`)
-    theta = keep = mirror = None
+    theta = keep = mirror = scale = None
     distribution_names: tuple[str, ...] = ()
 
     def distribution(self) -> dict[str, DistributionParam]:

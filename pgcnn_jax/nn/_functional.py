@@ -12,10 +12,12 @@ per-sample elements (``S = B``) the convolution is ``vmap``-ed over the batch.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pgcnn_jax.groups import Group
 from pgcnn_jax.kernels import disc_mask, relative_positions
@@ -38,10 +40,57 @@ def check_precision(precision: str | None) -> str | None:
     return precision
 
 
+def rendered_kernel_size(group: Group, num_elements: int, kernel_size: int) -> int:
+    """Taps ``k'`` per side of the kernels a conv with ``kernel_size = k`` renders on
+    ``group``: ``k`` for groups acting by isometries (``kernel_extent = 1``); for a group that
+    stretches kernels by up to ``e = kernel_extent > 1`` (scalings) the grid is ENLARGED to the
+    smallest odd ``k' >= (k - 1) e + 1``, spanning ``[-e, e]`` (at least) at the spacing
+    ``2 / (k - 1)`` of ``k`` taps on ``[-1, 1]``: the kernel at scale 1 is sampled where it was,
+    the kernel at scale ``e`` covers ``e`` times more pixels. "same" padding keeps ``H, W``;
+    "valid" padding trims ``(k' - 1) / 2`` pixels per side."""
+    extent = float(group.kernel_extent(num_elements))
+    if not extent >= 1.0 or not math.isfinite(extent):
+        raise ValueError(f"kernel_extent of group {group.name!r} must be >= 1, got {extent}")
+    if extent == 1.0 or kernel_size <= 1:
+        return kernel_size
+    size = math.ceil((kernel_size - 1) * extent + 1 - 1e-6)
+    return size + 1 - size % 2
+
+
+@functools.lru_cache
+def _enlarged_positions(kernel_size: int, size: int) -> np.ndarray:
+    """``[k', k', 2]`` tap positions at the spacing ``2 / (k - 1)`` of ``k`` taps on
+    ``[-1, 1]``, centred (the ``(row, col)`` layout of :func:`relative_positions`)."""
+    axis = (np.arange(size) - (size - 1) / 2) * (2.0 / (kernel_size - 1))
+    rows, cols = np.meshgrid(axis, axis, indexing="ij")
+    return np.stack([rows, cols], axis=-1)
+
+
+def _tap_positions(group: Group, num_elements: int, kernel_size: int) -> jax.Array:
+    """The rendered grid ``p``, ``[k', k', 2]`` (:func:`rendered_kernel_size`)."""
+    size = rendered_kernel_size(group, num_elements, kernel_size)
+    if size == kernel_size:
+        return relative_positions(kernel_size)
+    return jnp.asarray(_enlarged_positions(kernel_size, size), jnp.float32)
+
+
 def _rotated_positions(group: Group, elements: jax.Array, kernel_size: int) -> jax.Array:
-    """``A(u)^{-1} p`` for every element: ``[S, N, d] -> [S, N, k, k, 2]``."""
+    """``A(u)^{-1} p`` for every element: ``[S, N, d] -> [S, N, k', k', 2]``."""
     a_inv = group.inverse_matrix(elements)
-    return jnp.einsum("snab,yxb->snyxa", a_inv, relative_positions(kernel_size))
+    taps = _tap_positions(group, elements.shape[1], kernel_size)
+    return jnp.einsum("snab,yxb->snyxa", a_inv, taps)
+
+
+def _tap_weights(group: Group, elements: jax.Array, pos: jax.Array, kernel_size: int):
+    """``[S, N, k', k']``: the support mask of the kernel at every element times its measure
+    (:meth:`~pgcnn_jax.groups.Group.kernel_measure`). The support is the unit disc in
+    canonical coordinates, ``|A(u)^{-1} p| <= 1``; groups acting by isometries use the fixed
+    :func:`disc_mask` (the same for every element, bit for bit what it always was)."""
+    measure = group.kernel_measure(elements)[:, :, None, None]
+    if pos.shape[2] == kernel_size:
+        return disc_mask(kernel_size)[None, None] * measure
+    inside = jnp.sum(jnp.square(jax.lax.stop_gradient(pos)), axis=-1) <= (1.0 + 1e-5) ** 2
+    return inside.astype(jnp.float32) * measure
 
 
 def _apply_net(net: KernelNet, x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -61,12 +110,15 @@ def lifting_kernel(
     in_features: int,
     out_features: int,
 ) -> jax.Array:
-    """Renders the lifting kernel, ``[S, N, d] -> [S, k, k, C_in, N C_out]`` (masked disc)."""
+    """Renders the lifting kernel, ``[S, N, d] -> [S, k', k', C_in, N C_out]``: the kernel
+    net at ``A(u)^{-1} p`` on the unit disc, times the measure ``|det A(u)|^{-1}``
+    (``k' = k`` for groups acting by isometries, :func:`rendered_kernel_size`)."""
     s, n = elements.shape[:2]
-    k = kernel_size
-    psi = net(_rotated_positions(group, elements, k))
+    pos = _rotated_positions(group, elements, kernel_size)
+    k = pos.shape[2]
+    psi = net(pos)
     psi = psi.reshape(s, n, k, k, out_features, in_features)
-    psi = psi * disc_mask(k)[None, None, :, :, None, None]
+    psi = psi * _tap_weights(group, elements, pos, kernel_size)[:, :, :, :, None, None]
     return psi.transpose(0, 2, 3, 5, 1, 4).reshape(s, k, k, in_features, n * out_features)
 
 
@@ -81,10 +133,12 @@ def group_kernel(
     in_features: int,
     out_features: int,
 ) -> jax.Array:
-    """Renders a group-conv kernel ``[S, k, k, N_in C_in, N_out C_out]``.
+    """Renders a group-conv kernel ``[S, k', k', N_in C_in, N_out C_out]``.
 
     The kernel-net input at (output ``i``, input ``j``, tap ``p``) is
-    ``[A(u_i)^{-1} p, normalize(u_i^{-1} v_j)]``; slices of invalid elements are zeroed.
+    ``[A(u_i)^{-1} p, normalize(u_i^{-1} v_j)]``; the output is masked to the unit disc in
+    those canonical coordinates and multiplied by ``|det A(u_i)|^{-1}`` (``k' = k`` for groups
+    acting by isometries, :func:`rendered_kernel_size`); slices of invalid elements are zeroed.
     ``kernel_size = 0`` renders a pointwise (1x1) kernel from the group part only.
     """
     s = max(g_out.shape[0], g_in.shape[0])
@@ -97,14 +151,16 @@ def group_kernel(
         psi = _apply_net(net, rel, pair_mask).reshape(s, n_out, n_in, out_features, in_features)
         psi = psi * pair_mask[..., None, None]
         return psi.transpose(0, 2, 4, 1, 3).reshape(s, 1, 1, n_in * in_features, -1)
-    k = kernel_size
-    pos = jnp.broadcast_to(_rotated_positions(group, g_out, k), (s, n_out, k, k, 2))
+    out_pos = _rotated_positions(group, g_out, kernel_size)
+    k = out_pos.shape[2]
+    weight = _tap_weights(group, g_out, out_pos, kernel_size)  # [S or 1, No, k, k]
+    pos = jnp.broadcast_to(out_pos, (s, n_out, k, k, 2))
     pos = jnp.broadcast_to(pos[:, :, None], (s, n_out, n_in, k, k, 2))
     rel = jnp.broadcast_to(rel[:, :, :, None, None, :], (s, n_out, n_in, k, k, rel.shape[-1]))
     point_mask = pair_mask[:, :, :, None, None]  # every tap of a valid pair is evaluated
     psi = _apply_net(net, jnp.concatenate([pos, rel], axis=-1), point_mask)
     psi = psi.reshape(s, n_out, n_in, k, k, out_features, in_features)
-    disc = disc_mask(k)[None, None, None, :, :, None, None]
+    disc = weight[:, :, None, :, :, None, None]
     psi = psi * (disc * pair_mask[:, :, :, None, None, None, None])
     # [S, No, Ni, k, k, Co, Ci] -> [S, k, k, Ni, Ci, No, Co]
     psi = psi.transpose(0, 3, 4, 2, 6, 1, 5)

@@ -25,11 +25,12 @@ import jax
 import jax.numpy as jnp
 
 from pgcnn_jax.groups import Group
-from pgcnn_jax.kernels import RENDERS, disc_mask
+from pgcnn_jax.kernels import RENDERS
 from pgcnn_jax.nn._functional import (
     _apply_net,
     _conv,
     _rotated_positions,
+    _tap_weights,
     check_precision,
     conv2d,
     conv2d_per_example,
@@ -111,9 +112,12 @@ def separable_kernels(
     psi_g = _apply_net(net.group, rel, pair_mask).reshape(s, n_out, n_in, co, ci)
     psi_g = psi_g * pair_mask[..., None, None]
     m_out = jnp.broadcast_to(mask_out, (s, n_out))
-    pos = jnp.broadcast_to(_rotated_positions(group, g_out, k), (s, n_out, k, k, 2))
-    psi_s = _apply_net(net.spatial, pos, m_out[:, :, None, None]).reshape(s, n_out, k, k, co)
-    psi_s = psi_s * (disc_mask(k)[None, None, :, :, None] * m_out[:, :, None, None, None])
+    out_pos = _rotated_positions(group, g_out, k)  # [S or 1, No, k', k', 2]
+    kr = out_pos.shape[2]  # k, or the enlarged grid of a scaling group
+    weight = _tap_weights(group, g_out, out_pos, k)  # support mask x measure
+    pos = jnp.broadcast_to(out_pos, (s, n_out, kr, kr, 2))
+    psi_s = _apply_net(net.spatial, pos, m_out[:, :, None, None]).reshape(s, n_out, kr, kr, co)
+    psi_s = psi_s * (weight[..., None] * m_out[:, :, None, None, None])
     return psi_s, psi_g
 
 
@@ -168,7 +172,8 @@ def separable_group_conv(
     s, n_out, n_in, co, ci = psi_g.shape
     mixing = psi_g.transpose(0, 2, 4, 1, 3).reshape(s, 1, 1, n_in * ci, n_out * co)
     z = conv2d(x, mixing, "valid", precision=precision)  # [B, H, W, No Co]
-    spatial = psi_s.transpose(0, 2, 3, 1, 4).reshape(s, kernel_size, kernel_size, n_out * co)
+    kr = psi_s.shape[2]
+    spatial = psi_s.transpose(0, 2, 3, 1, 4).reshape(s, kr, kr, n_out * co)
     y = depthwise_conv2d(z, spatial, padding, precision)
     sq = jnp.sum(jnp.sum(jnp.square(psi_s), axis=(2, 3)) * jnp.sum(jnp.square(psi_g), axis=(2, 4)))
     return y, sq

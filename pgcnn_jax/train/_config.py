@@ -200,8 +200,7 @@ class TrainConfig:
         """A JSON-serialisable dict (tuples become lists); inverse of :meth:`from_dict`."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["model"] = {
-            f.name: (list(v) if isinstance(v := getattr(self.model, f.name), tuple) else v)
-            for f in dataclasses.fields(ModelConfig)
+            f.name: _lists(getattr(self.model, f.name)) for f in dataclasses.fields(ModelConfig)
         }
         return out
 
@@ -234,6 +233,11 @@ _ADDED_MODEL_DEFAULTS = {
 }
 
 
+def _lists(value: Any) -> Any:
+    """``value`` with its (nested) tuples as lists, the form JSON gives back."""
+    return [_lists(v) for v in value] if isinstance(value, tuple) else value
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -248,9 +252,10 @@ def config_differences(stored: dict[str, Any], current: TrainConfig) -> list[str
     """Keys (``"lr"``, ``"model.width"``, ...) whose values differ between a stored
     :meth:`TrainConfig.to_dict` and ``current``, ignoring :data:`RESUMABLE_KEYS`."""
     # Configs stored before ``eval_samples`` existed evaluated with one pass; those stored before
-    # the separable / MFN model keys existed used their defaults.
+    # the separable / MFN model keys or ``model.group_options`` existed used their defaults.
     a, b = _flatten({"eval_samples": 1} | stored), _flatten(current.to_dict())
     a = _ADDED_MODEL_DEFAULTS | a
+    a.setdefault("model.group_options", [])
     return sorted(
         k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k, None) != b.get(k, None)
     )
