@@ -18,6 +18,7 @@ import pgcnn_jax as pg
 from experiments import figures
 from pgcnn_jax.analysis import learned_subsets
 from pgcnn_jax.groups import Sim2, get_group
+from pgcnn_jax.kernels import KernelSpec
 from pgcnn_jax.models import ModelConfig, build_model, kernel_norm_penalty
 from pgcnn_jax.nn import conv2d, group_kernel, lifting_kernel, rendered_kernel_size
 from pgcnn_jax.testing import assert_equivariant, equivariance_error
@@ -97,7 +98,7 @@ def test_rot90_equivariance_permutes_within_each_scale(key):
         num_elements=n,
         kernel_size=3,
         sampling="deterministic",
-        kernel_hidden=8,
+        kernel=KernelSpec(hidden=8),
         rngs=nnx.Rngs(0),
     )
     conv = pg.nn.GroupConv(
@@ -107,7 +108,7 @@ def test_rot90_equivariance_permutes_within_each_scale(key):
         num_elements=n,
         kernel_size=3,
         sampling="deterministic",
-        kernel_hidden=8,
+        kernel=KernelSpec(hidden=8),
         rngs=nnx.Rngs(1),
     )
 
@@ -162,7 +163,7 @@ def _at(features, step: int, radius: int):
 # the same integral at both scales. Measured (seed 0): lifting 0.051 (unshifted 0.38), group
 # conv 0.057 (unshifted 0.41); SIREN's default omega_0 = 10 aliases on a 7 x 7 grid (~0.7).
 SCALE_BOUND = 0.12
-SMOOTH = dict(kernel_size=7, omega_0=3.0, kernel_hidden=16)
+SMOOTH = dict(kernel_size=7, kernel=KernelSpec(omega_0=3.0, hidden=16))
 
 
 def test_lifting_is_approximately_scale_equivariant():
@@ -216,7 +217,7 @@ def _partial_conv(sampling="random", num_scales=4):
         kernel_size=3,
         sampling=sampling,
         partial=True,
-        kernel_hidden=4,
+        kernel=KernelSpec(hidden=4),
         rngs=nnx.Rngs(0),
     )
 
@@ -249,7 +250,13 @@ def test_gradients_reach_theta_and_the_scale_width(key):
         conv = _partial_conv(num_scales=2)
         conv.scale[...] = jnp.float32(width)
         lift = pg.nn.LiftingConv(
-            1, 2, group=conv.group, num_elements=4, kernel_size=3, kernel_hidden=4, rngs=nnx.Rngs(1)
+            1,
+            2,
+            group=conv.group,
+            num_elements=4,
+            kernel_size=3,
+            kernel=KernelSpec(hidden=4),
+            rngs=nnx.Rngs(1),
         )
         h = lift(jax.random.normal(key, (1, 7, 7, 1)), rngs=nnx.Rngs(sample=key))
 
