@@ -131,6 +131,30 @@ def test_rot90_equivariance_permutes_within_each_scale(key):
     assert equivariance_error(net, x, g, (math.pi / 2,)).relative_error < 1e-5
 
 
+@pytest.mark.parametrize("separable", [False, True])
+def test_rot90_equivariance_joint_and_separable(key, separable):
+    """Quarter turns on scale base 2 (a 3x3 kernel rendered on 5x5 taps): the convolved
+    features of a rotated input are the rotated, permuted features, for joint and separable
+    kernels (separable kernels render ``psi_S`` on the enlarged grid with the scale measure)."""
+    g = get_group("sim2", num_scales=2, scale_base=2.0)
+    lift = pg.nn.LiftingConv(
+        1, 2, group=g, num_elements=8, kernel_size=3, sampling="deterministic",
+        kernel=KernelSpec(hidden=8), rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    conv = pg.nn.GroupConv(
+        2, 2, group=g, num_elements=8, kernel_size=3, sampling="deterministic",
+        separable=separable, kernel=KernelSpec(hidden=8), rngs=nnx.Rngs(1),
+    )  # fmt: skip
+    assert conv.kernel.render == ("separable" if separable else "joint")
+    x = jax.random.normal(key, (1, 9, 9, 1))
+    assert len(assert_equivariant(lambda x: conv(lift(x)), x, g, atol=1e-5, rtol=1e-5)) == 3
+    # negative control: a fixed spatial weighting of the input breaks it
+    w = jax.random.uniform(jax.random.fold_in(key, 1), (1, 9, 9, 1))
+    assert (
+        equivariance_error(lambda x: conv(lift(x * w)), x, g, (math.pi / 2,)).relative_error > 1e-2
+    )
+
+
 # ----------------------------------------------------------------------------- scales
 H = 41
 C = (H - 1) // 2
