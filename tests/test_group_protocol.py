@@ -45,7 +45,8 @@ def _close(group, a, b, tol=1e-4):
 def test_axioms(name, key):
     g = groups.get_group(name)
     els = _elements(g, key)
-    a, b, c = els[:, None, None], els[None, :, None], els[None, None, :]
+    sub = els[:: max(1, els.shape[0] // 10)]  # associativity on about ten elements
+    a, b, c = sub[:, None, None], sub[None, :, None], sub[None, None, :]
     e = g.identity()
     _close(g, g.product(e, els), els)
     _close(g, g.product(els, e), els)
