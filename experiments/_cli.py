@@ -144,19 +144,21 @@ def say(msg: str, notes: list[str] | None = None) -> None:
 def _variant(
     model: str, group: str, partial: bool, head: str | None, separable: bool = False
 ) -> str:
-    """Preset suffix of an architecture choice (see experiments/configs.py); a separable
-    partial CKResNet is ``<group>-partial-sep``."""
+    """Preset suffix of an architecture choice (see experiments/configs.py); ``-sep`` ends a
+    separable one (presets: ``<group>-partial-sep``)."""
     kind = "partial" if partial else "full"
     if model in ("gcnn", "augerino_gcnn"):
         if group == "t2":
-            return "gcnn-t2"
-        return f"gcnn-{group}-{'augerino' if model == 'augerino_gcnn' else kind}"
-    if group == "t2":
-        return "t2"
-    if model == "augerino_ckresnet":
-        return f"{group}-augerino"
-    variant = f"{group}-" + {"mlp": "mlp", "t2": "t2head"}.get(head or "pool", kind)
-    return f"{variant}-sep" if separable and variant == f"{group}-partial" else variant
+            variant = "gcnn-t2"
+        else:
+            variant = f"gcnn-{group}-{'augerino' if model == 'augerino_gcnn' else kind}"
+    elif group == "t2":
+        variant = "t2"
+    elif model == "augerino_ckresnet":
+        variant = f"{group}-augerino"
+    else:
+        variant = f"{group}-" + {"mlp": "mlp", "t2": "t2head"}.get(head or "pool", kind)
+    return f"{variant}-sep" if separable else variant
 
 
 def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
