@@ -47,6 +47,13 @@ flags.DEFINE_bool("partial", True, "Partial equivariance (learned subsets); --no
 _MODEL = flags.DEFINE_string("model", None, f"Architecture: {', '.join(MODEL_NAMES)}.")
 _HEAD = flags.DEFINE_string("head", None, f"CKResNet head: {', '.join(HEADS)}.")
 _KERNEL = flags.DEFINE_string("kernel", None, "Kernel net: siren, mlp_relu, ..., magnet.")
+_SEPARABLE = flags.DEFINE_bool(
+    "separable",
+    None,
+    "Separable group convs (a 1x1 mixing over elements x channels, then one rotated depthwise "
+    "spatial kernel per element; Knigge et al. 2022); --noseparable: joint kernels "
+    "(default: the preset's).",
+)
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Training epochs.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch size.")
 _LR = flags.DEFINE_float("lr", None, "Learning rate.")
@@ -102,6 +109,7 @@ _DIRECT = (
     (_MODEL, "model"),
     (_HEAD, "head"),
     (_KERNEL, "kernel"),
+    (_SEPARABLE, "separable"),
     (_EPOCHS, "epochs"),
     (_BATCH, "batch_size"),
     (_LR, "lr"),
@@ -133,18 +141,24 @@ def say(msg: str, notes: list[str] | None = None) -> None:
         print(f"[pgcnn] {msg}", file=sys.stderr, flush=True)
 
 
-def _variant(model: str, group: str, partial: bool, head: str | None) -> str:
-    """Preset suffix of an architecture choice (see experiments/configs.py)."""
+def _variant(
+    model: str, group: str, partial: bool, head: str | None, separable: bool = False
+) -> str:
+    """Preset suffix of an architecture choice (see experiments/configs.py); ``-sep`` ends a
+    separable one (presets: ``<group>-partial-sep``)."""
     kind = "partial" if partial else "full"
     if model in ("gcnn", "augerino_gcnn"):
         if group == "t2":
-            return "gcnn-t2"
-        return f"gcnn-{group}-{'augerino' if model == 'augerino_gcnn' else kind}"
-    if group == "t2":
-        return "t2"
-    if model == "augerino_ckresnet":
-        return f"{group}-augerino"
-    return f"{group}-" + {"mlp": "mlp", "t2": "t2head"}.get(head or "pool", kind)
+            variant = "gcnn-t2"
+        else:
+            variant = f"gcnn-{group}-{'augerino' if model == 'augerino_gcnn' else kind}"
+    elif group == "t2":
+        variant = "t2"
+    elif model == "augerino_ckresnet":
+        variant = f"{group}-augerino"
+    else:
+        variant = f"{group}-" + {"mlp": "mlp", "t2": "t2head"}.get(head or "pool", kind)
+    return f"{variant}-sep" if separable else variant
 
 
 def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
@@ -154,10 +168,15 @@ def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
     partial = FLAGS.partial
     if not FLAGS["partial"].present:
         partial = get_group(group).implied_settings().get("partial", partial)
-    variant = _variant(_MODEL.value or "ckresnet", group, partial, _HEAD.value)
-    candidates = [f"{dataset}-{variant}"]
-    for g in ("se2", "e2"):  # the same architecture with another group, replaced below
-        candidates.append(f"{dataset}-{variant.replace(f'{group}-', f'{g}-', 1)}")
+    separable = bool(_SEPARABLE.value)
+    variant = _variant(_MODEL.value or "ckresnet", group, partial, _HEAD.value, separable)
+    variants = [variant]
+    if variant.endswith("-sep"):  # no separable preset: the joint one, --separable on top
+        variants.append(variant.removesuffix("-sep"))
+    candidates = [f"{dataset}-{v}" for v in variants]
+    for v in variants:
+        for g in ("se2", "e2"):  # the same architecture with another group, replaced below
+            candidates.append(f"{dataset}-{v.replace(f'{group}-', f'{g}-', 1)}")
     candidates.append(f"{dataset}-{'e2' if dataset == 'mnist6_m' else 'se2'}-partial")
     for name in candidates:
         if name in PRESETS:
@@ -234,11 +253,13 @@ def resolve(
         say(f"group {_GROUP.value} implies {fixed}", notes)
     if _PRESET.value is None:
         m = config.model
-        name = f"{config.dataset}-{_variant(m.model, m.group, m.partial, m.head)}"
+        name = f"{config.dataset}-{_variant(m.model, m.group, m.partial, m.head, m.separable)}"
     else:
         name = name.replace(base.dataset, config.dataset, 1)
         if config.model.group != base.model.group:
             name = f"{name}-{config.model.group}"
+        if config.model.separable != base.model.separable:
+            name = f"{name}-{'sep' if config.model.separable else 'joint'}"
     if config.model.num_elements != base.model.num_elements:
         name = f"{name}-n{config.model.num_elements}"
     if config.seed:

@@ -2,9 +2,11 @@
 
     python -m experiments.bench --configs=t2,se2-8-partial --batch=8 --steps=3 --warmup=1
 
-Configs are ``t2`` and ``<group>-<N>-<full|partial|partial-half>`` (``se2-16-partial``,
-``e2-16-full``, ...): the CIFAR-10 CKResNet preset ``cifar10-<group>-<full|partial>`` (REFERENCE
-7 row 17 and its siblings) with ``N`` elements; ``partial-half`` sets every ``theta`` to 0.5.
+Configs are ``t2`` and ``<group>-<N>-<full|partial|partial-half>[-sep]`` (``se2-16-partial``,
+``e2-16-full``, ``se2-16-partial-sep``, ...): the CIFAR-10 CKResNet preset
+``cifar10-<group>-<full|partial>`` (REFERENCE 7 row 17 and its siblings) with ``N`` elements;
+``partial-half`` sets every ``theta`` to 0.5; ``-sep`` renders the group convs separably
+(``separable=True``, as the ``cifar10-<group>-partial-sep`` presets).
 Random images and labels are jit arguments.
 
 For every config, in one process, it compiles and times
@@ -14,7 +16,8 @@ For every config, in one process, it compiles and times
   state donated, as the training loop runs it;
 * the **floor**: every ``conv_general_dilated`` of that step (forward convs and the transposed
   convs of the backward pass, read from the step's jaxpr, with their exact shapes, dtypes,
-  precision and dimension numbers) run alone on random operands in one jitted function.
+  precision and dimension numbers) run alone on random operands in one jitted function (for
+  ``-sep``: the 1x1 mixing convs and the depthwise convs, ``feature_group_count`` included).
 
 ``--execution=adaptive`` (DESIGN 4) runs every partial layer with a learned ``theta`` on exactly
 ``N'`` slots, read from the thetas the config starts with (``partial-half``: ``N' = N / 2``);
@@ -80,7 +83,9 @@ __all__ = [
     "run_config",
 ]
 
-_CONFIG = re.compile(r"^(?P<group>[a-z0-9]+)-(?P<n>[0-9]+)-(?P<kind>full|partial|partial-half)$")
+_CONFIG = re.compile(
+    r"^(?P<group>[a-z0-9]+)-(?P<n>[0-9]+)-(?P<kind>full|partial|partial-half)(?P<sep>-sep)?$"
+)
 #: ``--precision`` values: ``default`` is ``lax``'s default (what training uses unless told).
 PRECISIONS = ("default", *(p for p in CONV_PRECISIONS if p is not None))
 EXECUTIONS = ("masked", "adaptive")
@@ -95,7 +100,8 @@ def _flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     kw = dict(flag_values=fv)
     flags.DEFINE_list(
-        "configs", ["t2", "se2-16-partial"], "t2 and/or <group>-<N>-<full|partial|partial-half>.",
+        "configs", ["t2", "se2-16-partial"],
+        "t2 and/or <group>-<N>-<full|partial|partial-half>[-sep] (-sep: separable group convs).",
         **kw,
     )  # fmt: skip
     flags.DEFINE_integer("batch", 64, "Batch size.", **kw)
@@ -146,13 +152,15 @@ def bench_config(
     match = _CONFIG.match(name)
     if match is None:
         raise ValueError(
-            f"bad config {name!r}: expected 't2' or '<group>-<N>-<full|partial|partial-half>', "
-            "e.g. 'se2-16-partial'"
+            f"bad config {name!r}: expected 't2' or "
+            "'<group>-<N>-<full|partial|partial-half>[-sep]', e.g. 'se2-16-partial-sep'"
         )
     kind = match["kind"]
     preset = f"cifar10-{match['group']}-{'full' if kind == 'full' else 'partial'}"
     if preset not in PRESETS:
         raise ValueError(f"bad config {name!r}: there is no preset {preset!r}")
+    if match["sep"]:
+        overrides = dict(separable=True) | overrides
     config = get_preset(preset, num_elements=int(match["n"]), **overrides)
     return config, kind == "partial-half"
 

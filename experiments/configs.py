@@ -6,6 +6,7 @@ Names read ``<dataset>-<variant>``::
     mnist6_180-se2-partial   mnist6_180-se2-full   mnist6_180-e2-{partial,full}
     mnist6_m-e2-{partial,full}   mnist6_m-mirror-{partial,full}   fig4
     <ds>-t2   <ds>-{se2,e2}-{partial,full,augerino,mlp,t2head}       (CKResNet)
+    {rotmnist,cifar10}-{se2,e2}-partial-sep                          (not in the paper)
     <ds>-gcnn-t2   <ds>-gcnn-se2-{partial,full,augerino}              (13-layer GCNN)
     pcam-t2   pcam-{se2,e2}-{partial,full}                           (not in the paper)
     mnist_scale-t2   mnist_scale-{se2,sim2}-{partial,full}             (not in the paper)
@@ -319,6 +320,23 @@ for _ds in ("rotmnist", "cifar10", "cifar100", "pcam"):
         _table = "Table 4" if _v.endswith(("mlp", "t2head")) else "Tables 2/3"
         _numbers = CK_PAPER.get(_ds, {}).get(_v, {})
         _add(f"{_ds}-{_v}", _cfg, _source, _paper(_numbers, _table), _notes)
+
+# Separable variants of the partial CKResNets (issue 9): the same config, separable group convs.
+_SEP_SOURCE = (
+    "not in the paper; separable kernels, Knigge et al. 2022: {base} with separable group "
+    "convs (a 1x1 mixing over elements x channels, then one rotated depthwise spatial kernel "
+    "per element and channel)"
+)
+for _ds in ("rotmnist", "cifar10"):
+    for _g in ("se2", "e2"):
+        _base = PRESETS[f"{_ds}-{_g}-partial"]
+        _add(
+            f"{_ds}-{_g}-partial-sep",
+            _base.config.replace(model=_base.config.model.replace(separable=True)),
+            _SEP_SOURCE.format(base=_base.name),
+            "- (not in the paper)",
+            _base.notes,
+        )
 
 # ------------------------------------------------------------------------------- GCNN
 # (model overrides, train overrides) per (dataset, variant), REFERENCE 7 rows 12-37.

@@ -63,6 +63,24 @@ def test_tiny_run_line_format_and_json(tmp_path, capsys):
     assert r["num_convs"] == len(r["conv_shapes"]) >= 3
 
 
+def test_tiny_separable_run_times_its_1x1_and_depthwise_convs(tmp_path, capsys):
+    """``<group>-<N>-<kind>-sep``: the step of separable group convs, and a floor that holds
+    their 1x1 mixing convs and depthwise convs (forward and backward), nothing more."""
+    path = tmp_path / "bench.json"
+    status = bench.main(["bench", "--configs=se2-2-partial-sep", *TINY, f"--json={path}"])
+    assert status == 0
+    m = LINE.match(capsys.readouterr().out.splitlines()[2])
+    assert m is not None and m["config"] == "se2-2-partial-sep"
+    (r,) = json.loads(path.read_text())["results"]
+    assert r["preset_config"]["model"]["separable"] is True
+    assert 0 < r["floor_gflop"] <= r["gflop"]
+    rhs = [tuple(shape[1]) for shape in r["conv_shapes"]]
+    # width 2 x N 2 = 4 channels: the 1x1 mixing 4 -> 4, the 3x3 depthwise conv (1 input
+    # channel per group) and its kernel gradient (batch-grouped: 4 output features).
+    assert (1, 1, 4, 4) in rhs and (3, 3, 1, 4) in rhs
+    assert (3, 3, 4, 4) not in rhs  # no joint 3x3 group conv is left
+
+
 def test_bench_config_names():
     config, half = bench.bench_config("se2-16-partial-half", precision="bfloat16")
     assert half and config.model.num_elements == 16 and config.model.partial
@@ -71,7 +89,10 @@ def test_bench_config_names():
     assert not half and not config.model.partial and config.model.group == "e2"
     assert config.model.precision is None  # "default": lax's default, as in training
     assert bench.bench_config("t2")[0].model.group == "t2"
-    for bad in ("se2-16", "se2-x-full", "so3-8-full", "se2-8-partial-quarter"):
+    config, half = bench.bench_config("se2-16-partial-sep")
+    assert not half and config.model.separable and config.model.num_elements == 16
+    assert not bench.bench_config("se2-16-partial")[0].model.separable
+    for bad in ("se2-16", "se2-x-full", "so3-8-full", "se2-8-partial-quarter", "se2-8-sep"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             bench.bench_config(bad)
 

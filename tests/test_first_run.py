@@ -172,6 +172,7 @@ def test_every_cli_help_lists_the_shared_flags():
         for flag in ("--group", "--elems", "--data:", "--max_steps", "--preset", "--workdir"):
             assert f"  {flag}" in out, (cli, flag)
         assert "--[no]sample_per_batch_element" in out and "--[no]partial" in out, cli
+        assert "--[no]separable" in out, cli
     assert "  --dataset" in outs["cifar"] and "  --task" in outs["mnist6"]  # their own, too
 
 
