@@ -454,7 +454,10 @@ _MNIST_SCALE_BASE = (
     "kernel nets (32 hidden, 7x7), widths 32 -> 64, 2 blocks, BatchNorm, Adam 1e-3 with 5 "
     "warm-up epochs then cosine, 300 epochs, batch 64) on MNIST-scale: {detail}"
 )
-_SIM2 = dict(group="sim2", num_elements=16)
+# kernel_size 5: sampled on 5x5 taps at scale 1, the grid enlarged to 7x7 for the sqrt 2 scale
+# (rendered_kernel_size), so the final valid conv fits the 7x7 map of a 28x28 digit after two
+# poolings, as the SE(2) presets' 7x7 kernels do (7 taps would render 11x11 and not fit).
+_SIM2 = dict(group="sim2", num_elements=16, kernel_size=5)
 # variant -> (RotMNIST CKResNet variant it copies, model overrides, what it is).
 _MNIST_SCALE_VARIANTS = {
     "t2": ("t2", {}, "T(2) CNN, pools after blocks 1 and 2 (as the RotMNIST T(2) command)"),
@@ -468,13 +471,13 @@ _MNIST_SCALE_VARIANTS = {
         "se2-full",
         _SIM2,
         "sim2 N = 16 = 8 rotations (as the SE(2) presets) x 2 scales (the group's default "
-        "scales 1 and sqrt 2), full",
+        "scales 1 and sqrt 2), 5x5 kernel taps at scale 1 rendered on 7x7, full",
     ),
     "sim2-partial": (
         "se2-partial",
         _SIM2,
-        "sim2 N = 16 = 8 rotations x 2 scales (the group's defaults), partial on both axes, "
-        "trained as mnist_scale-se2-partial",
+        "sim2 N = 16 = 8 rotations x 2 scales (the group's defaults), 5x5 kernel taps at "
+        "scale 1 rendered on 7x7, partial on both axes, trained as mnist_scale-se2-partial",
     ),
 }
 for _v, (_base, _mkw, _detail) in _MNIST_SCALE_VARIANTS.items():

@@ -215,6 +215,23 @@ def test_presets():
                 configs.get_preset(name)
 
 
+@pytest.mark.skipif("sim2" not in GROUP_NAMES, reason="the group sim2 is not registered")
+@pytest.mark.parametrize("variant", ["sim2-full", "sim2-partial"])
+def test_sim2_presets_fit_28x28(variant):
+    """The sim2 presets' enlarged kernels (the sqrt 2 scale) still fit the final valid conv
+    on the 7x7 map a 28x28 digit leaves after two poolings (the geometry of the preset; only
+    the width and the element count are shrunk here)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from pgcnn_jax.models import build_model
+
+    config = configs.get_preset(f"mnist_scale-{variant}", width=4, num_elements=4)
+    model = build_model(config.model, num_classes=10, in_features=1, rngs=nnx.Rngs(0))
+    logits = model(jnp.zeros((2, 28, 28, 1)), rngs=nnx.Rngs(1))
+    assert logits.shape == (2, 10) and bool(jnp.isfinite(logits).all())
+
+
 def _run_in_process(*args):
     FLAGS.unparse_flags()
     try:
