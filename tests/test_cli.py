@@ -270,6 +270,8 @@ def test_cli_end_to_end_and_resume(cli, data, tmp_path, capsys):
         workdir / "config.json"
     )
     assert len(results["theta"]) == len(results["elements"]) == num_partial
+    kept = [a["rotation"]["kept"] * a.get("mirror", {"kept": 1})["kept"] for a in results["axes"]]
+    assert kept == results["elements"]  # per-axis counts, logged for every partial layer
     if "--group=e2" in extra:
         assert all(0.0 < p < 1.0 for p in results["mirror_prob"])
     lines = read_metrics(workdir)

@@ -280,7 +280,7 @@ TINY = (
 
 @pytest.mark.parametrize(
     "preset, extra, group, num_partial",
-    [("mnist_scale-t2", [], "t2", 0), ("mnist_scale-se2-partial", ["--elems=2"], "se2", 3)],
+    [("mnist_scale-t2", [], "t2", 0), ("mnist_scale-sim2-partial", ["--elems=4"], "sim2", 3)],
 )
 def test_cli_end_to_end(preset, extra, group, num_partial, tmp_path):
     """One step of a tiny model in a subprocess, on a 62-digit plain-MNIST npz."""
@@ -299,7 +299,9 @@ def test_cli_end_to_end(preset, extra, group, num_partial, tmp_path):
     assert 0.0 <= results["test_accuracy"] <= 1.0 and results["steps"] == 1
     assert results["config"]["dataset"] == "mnist_scale"
     assert results["config"]["model"]["group"] == group
-    assert len(results["theta"]) == num_partial
+    assert len(results["theta"]) == len(results["axes"]) == num_partial
+    if group == "sim2":  # both axes logged: 2 rotations x 2 scales, all kept at the start
+        assert [a["scale"]["of"] * a["rotation"]["of"] for a in results["axes"]] == [4] * 3
 
 
 def test_cli_help_lists_the_shared_flags():

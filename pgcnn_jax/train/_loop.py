@@ -533,6 +533,7 @@ class _Session:
             "theta": layers["theta"],
             "mirror_prob": layers["mirror_prob"],
             "elements": layers["elements"],
+            "axes": layers["axes"],  # per layer: every axis's kept count, size and width
             "augmentation": augmentation_values(model),
             "seconds": time.perf_counter() - epoch_t0,
         }
@@ -597,6 +598,7 @@ class _Session:
             "theta": layers["theta"],
             "mirror_prob": layers["mirror_prob"],
             "elements": layers["elements"],
+            "axes": layers["axes"],  # per layer: every axis's kept count, size and width
             "augmentation": augmentation_values(model),
             "config": config.to_dict(),
             "device": _device(),
