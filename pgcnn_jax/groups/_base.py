@@ -223,6 +223,23 @@ class Group(abc.ABC):
         """Whether :meth:`sample` needs a PRNG key."""
         return partial or (sampling == "random" and self.moves(num_elements))
 
+    def sample_args(
+        self, key: jax.Array | None, num_elements: int, sampling: str, num_samples: int, partial
+    ) -> tuple[int, jax.Array | None]:
+        """The checks every :meth:`sample` starts with: ``(N, key)`` with ``N`` validated and
+        ``key`` set to ``None`` when nothing is random; ``ValueError`` for an unknown
+        ``sampling``, ``num_samples < 1`` or a missing key that is needed."""
+        n = self.check_num_elements(num_elements)
+        if sampling not in SAMPLING_METHODS:
+            raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLING_METHODS}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if not self.needs_key(n, sampling, partial):
+            return n, None
+        if key is None:
+            raise ValueError("a PRNG key is needed to sample group elements (pass rngs=...)")
+        return n, key
+
     def distribution(self, num_elements: int, sampling: str) -> tuple[DistributionSpec, ...]:
         """The learnable parameters of a partial layer with ``num_elements`` slots and this
         ``sampling`` (empty: nothing to learn)."""

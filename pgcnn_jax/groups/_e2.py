@@ -28,7 +28,6 @@ from pgcnn_jax.groups._base import (
 )
 from pgcnn_jax.groups._sampling import (
     _with_mirror,
-    check_sampling,
     kept_rotations,
     relaxed_bernoulli_st,
     rotation_specs,
@@ -149,15 +148,11 @@ class E2(Group):
         params=None,
         temperature=0.5,
     ):
-        n = self.check_num_elements(num_elements)
-        check_sampling(sampling, num_samples)
+        n, key = self.sample_args(key, num_elements, sampling, num_samples, partial)
         params = params or {}
-        needs_key = self.needs_key(n, sampling, partial)
-        if needs_key and key is None:
-            raise ValueError("a PRNG key is needed to sample group elements (pass rngs=...)")
         rot = self.num_rotations(n)
         angles, count, k_mirror = sample_rotations(
-            key if needs_key else None,
+            key,
             rot,
             num_samples=num_samples,
             sampling=sampling,

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgcnn_jax.groups._base import (
-    SAMPLING_METHODS,
     TWO_PI,
     DistributionSpec,
     Group,
@@ -112,13 +111,6 @@ def _keep_compact(grid_angles: jax.Array, keep: jax.Array, key: jax.Array, tempe
     valid = jnp.arange(grid_angles.shape[0]) < count
     angles = jnp.where(valid, (grid_angles * s)[order], 0.0)
     return angles, count
-
-
-def check_sampling(sampling: str, num_samples: int = 1) -> None:
-    if sampling not in SAMPLING_METHODS:
-        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLING_METHODS}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
 
 
 def sample_rotations(

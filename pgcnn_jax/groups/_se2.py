@@ -20,7 +20,6 @@ from pgcnn_jax.groups._base import (
     wrap_angle,
 )
 from pgcnn_jax.groups._sampling import (
-    check_sampling,
     kept_rotations,
     rotation_specs,
     sample_rotations,
@@ -118,12 +117,7 @@ class SE2(Group):
         params=None,
         temperature=0.5,
     ):
-        n = self.check_num_elements(num_elements)
-        check_sampling(sampling, num_samples)
-        if self.needs_key(n, sampling, partial) and key is None:
-            raise ValueError("a PRNG key is needed to sample group elements (pass rngs=...)")
-        if not self.needs_key(n, sampling, partial):
-            key = None
+        n, key = self.sample_args(key, num_elements, sampling, num_samples, partial)
         angles, count, _ = sample_rotations(
             key,
             n,

@@ -47,7 +47,6 @@ from pgcnn_jax.groups._base import (
     wrap_angle,
 )
 from pgcnn_jax.groups._sampling import (
-    check_sampling,
     kept_rotations,
     partial_count,
     rotation_specs,
@@ -207,17 +206,13 @@ class Sim2(Group):
         params=None,
         temperature=0.5,
     ):
-        n = self.check_num_elements(num_elements)
-        check_sampling(sampling, num_samples)
+        n, key = self.sample_args(key, num_elements, sampling, num_samples, partial)
         params = params or {}
-        needs_key = self.needs_key(n, sampling, partial)
-        if needs_key and key is None:
-            raise ValueError("a PRNG key is needed to sample group elements (pass rngs=...)")
         rot = self.num_rotations(n)
         # The rotations are drawn as SE2 draws them from the same key; the scale offsets use
         # the third key it returns (E2's mirror key).
         angles, r_count, k_scale = sample_rotations(
-            key if needs_key else None,
+            key,
             rot,
             num_samples=num_samples,
             sampling=sampling,
