@@ -229,6 +229,7 @@ RESULT_KEYS = {
     "theta",
     "mirror_prob",
     "elements",
+    "axes",
     "augmentation",
     "config",
     "device",
@@ -254,6 +255,7 @@ METRIC_KEYS = {
     "theta",
     "mirror_prob",
     "elements",
+    "axes",
     "augmentation",
     "seconds",
 }
