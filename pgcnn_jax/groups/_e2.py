@@ -180,7 +180,7 @@ class E2(Group):
         mirror = params.get("mirror")
         prob = 1.0 if mirror is None else float(host_sigmoid(2.0 * float(np.asarray(mirror))))
         mirrored = mirror is None or prob >= 0.5
-        fields = rotation_summary(rot, kept, params, rotates=self.rotates)
+        fields = rotation_summary(params, rotates=self.rotates)
         axes = {
             "rotation": {"kept": kept, "of": rot, "width": fields["theta"]},
             "mirror": {"kept": 2 if mirrored else 1, "of": 2, "width": prob},

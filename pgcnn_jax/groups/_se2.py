@@ -36,9 +36,7 @@ def angle_distance(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.abs(jnp.angle(jnp.exp(1j * (a - b))))
 
 
-def rotation_summary(
-    rot: int, kept: int, params: Mapping[str, np.ndarray], *, rotates: bool
-) -> dict:
+def rotation_summary(params: Mapping[str, np.ndarray], *, rotates: bool) -> dict:
     """The rotation fields of a :class:`SubsetSummary`."""
     theta = params.get("theta")
     t = 1.0 if theta is None else float(np.asarray(theta).reshape(()))
@@ -135,7 +133,7 @@ class SE2(Group):
         rot = self.num_rotations(num_elements)
         params = params or {}
         kept = kept_rotations(rot, params, signed_ceil=False)
-        fields = rotation_summary(rot, kept, params, rotates=self.rotates)
+        fields = rotation_summary(params, rotates=self.rotates)
         axes = {"rotation": {"kept": kept, "of": rot, "width": fields["theta"]}}
         return SubsetSummary(num_rotations=kept, num_elements=kept, axes=axes, **fields)
 

@@ -251,7 +251,7 @@ class Sim2(Group):
         kept = kept_rotations(rot, params, signed_ceil=False)
         scales = self.kept_scales(params)
         width = params.get("scale")
-        fields = rotation_summary(rot, kept, params, rotates=True)
+        fields = rotation_summary(params, rotates=True)
         axes = {
             "rotation": {"kept": kept, "of": rot, "width": fields["theta"]},
             "scale": {

@@ -39,12 +39,11 @@ def _host_params(layer: PartialGroupLayer) -> dict:
     return {name: param[...] for name, param in layer.distribution().items()}
 
 
-def _is_adaptive(layer: PartialGroupLayer, params: dict | None = None) -> bool:
+def _is_adaptive(layer: PartialGroupLayer) -> bool:
     """Whether the layer's element count is a function of its parameters (e.g. a learned
     ``theta``), i.e. the same for every sample of a step
     (:meth:`~pgcnn_jax.groups.Group.adaptive_count` is not ``None``)."""
-    params = _host_params(layer) if params is None else params
-    return layer.group.adaptive_count(layer.num_elements, params) is not None
+    return layer.group.adaptive_count(layer.num_elements, _host_params(layer)) is not None
 
 
 def adaptive_sizes(model: nnx.Module) -> tuple[int | None, ...]:

@@ -122,6 +122,20 @@ def lifting_kernel(
     return psi.transpose(0, 2, 3, 5, 1, 4).reshape(s, k, k, in_features, n * out_features)
 
 
+def relative_inputs(
+    group: Group, g_out: jax.Array, g_in: jax.Array, mask_out: jax.Array, mask_in: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The group part of a group-conv kernel's input: ``normalize(u_i^{-1} v_j)``
+    ``[S, N_out, N_in, d]`` and the pair mask ``mask_out[i] mask_in[j]`` ``[S, N_out, N_in]``
+    (``S`` the larger of the two sample counts)."""
+    s = max(g_out.shape[0], g_in.shape[0])
+    n_out, n_in = g_out.shape[1], g_in.shape[1]
+    rel = group.normalize(group.relative(g_out, g_in))  # [S, No, Ni, d]
+    rel = jnp.broadcast_to(rel, (s, *rel.shape[1:]))
+    pair_mask = mask_out[:, :, None] * mask_in[:, None, :]  # [S, No, Ni]
+    return rel, jnp.broadcast_to(pair_mask, (s, n_out, n_in))
+
+
 def group_kernel(
     net: KernelNet,
     group: Group,
@@ -141,12 +155,8 @@ def group_kernel(
     acting by isometries, :func:`rendered_kernel_size`); slices of invalid elements are zeroed.
     ``kernel_size = 0`` renders a pointwise (1x1) kernel from the group part only.
     """
-    s = max(g_out.shape[0], g_in.shape[0])
-    n_out, n_in = g_out.shape[1], g_in.shape[1]
-    rel = group.normalize(group.relative(g_out, g_in))  # [S, No, Ni, d]
-    rel = jnp.broadcast_to(rel, (s, *rel.shape[1:]))
-    pair_mask = mask_out[:, :, None] * mask_in[:, None, :]  # [S, No, Ni]
-    pair_mask = jnp.broadcast_to(pair_mask, (s, n_out, n_in))
+    rel, pair_mask = relative_inputs(group, g_out, g_in, mask_out, mask_in)
+    s, n_out, n_in = pair_mask.shape
     if kernel_size == 0:
         psi = _apply_net(net, rel, pair_mask).reshape(s, n_out, n_in, out_features, in_features)
         psi = psi * pair_mask[..., None, None]

@@ -35,6 +35,7 @@ from pgcnn_jax.nn._functional import (
     conv2d,
     conv2d_per_example,
     group_kernel,
+    relative_inputs,
     sum_of_squares,
 )
 
@@ -103,12 +104,9 @@ def separable_kernels(
 
     The joint kernel is ``psi[s, u, v, p, o, c] = psi_S[s, u, p, o] psi_G[s, u, v, o, c]``.
     """
-    s = max(g_out.shape[0], g_in.shape[0])
-    n_out, n_in = g_out.shape[1], g_in.shape[1]
     k, co, ci = kernel_size, out_features, in_features
-    rel = group.normalize(group.relative(g_out, g_in))  # [S, No, Ni, d]
-    rel = jnp.broadcast_to(rel, (s, *rel.shape[1:]))
-    pair_mask = jnp.broadcast_to(mask_out[:, :, None] * mask_in[:, None, :], (s, n_out, n_in))
+    rel, pair_mask = relative_inputs(group, g_out, g_in, mask_out, mask_in)
+    s, n_out, n_in = pair_mask.shape
     psi_g = _apply_net(net.group, rel, pair_mask).reshape(s, n_out, n_in, co, ci)
     psi_g = psi_g * pair_mask[..., None, None]
     m_out = jnp.broadcast_to(mask_out, (s, n_out))
