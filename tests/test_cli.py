@@ -263,6 +263,10 @@ def test_cli_end_to_end_and_resume(cli, data, tmp_path, capsys):
         assert all(0.0 < p < 1.0 for p in results["mirror_prob"])
     lines = read_metrics(workdir)
     assert len(lines) == 1 and lines[0]["step"] == results["steps"]
+    # the distribution parameters' gradient SNR over the epoch's steps (both sessions), per layer
+    snr = lines[0]["grad_snr"]
+    assert len(snr) == num_partial and all(np.isfinite(g["theta"]) and g["theta"] >= 0 for g in snr)
+    assert all(("mirror" in g) == ("--group=e2" in extra) for g in snr)
     assert os.listdir(workdir / "checkpoints" / "best") == ["0"]
 
 

@@ -5,6 +5,7 @@ from pgcnn_jax.kernels._geometry import check_kernel_size, disc_mask, relative_p
 from pgcnn_jax.kernels._mfn import MFN_KINDS, FourierNet, GaborNet, MAGNet
 from pgcnn_jax.kernels._nets import SIREN, MLPKernel
 from pgcnn_jax.kernels._spec import (
+    FACTOR_INITS,
     KERNEL_NAMES,
     RENDERS,
     KernelSpec,
@@ -13,6 +14,7 @@ from pgcnn_jax.kernels._spec import (
 )
 
 __all__ = [
+    "FACTOR_INITS",
     "KERNEL_NAMES",
     "MFN_KINDS",
     "RENDERS",

@@ -17,6 +17,13 @@ Hidden linears use ``W ~ U(+-sqrt(1/H))`` (weight scale 1) and PyTorch's default
 * MAGNet:  the same envelope with an anisotropic ``gamma_{h,d}``.
 
 Every net maps ``[..., d_in] -> [..., out_features]`` point-wise along the last axis.
+
+Two options serve the factors of a separable kernel
+(:meth:`pgcnn_jax.kernels.KernelSpec.make_group_net`): ``first_fan_in`` replaces ``d_in`` in
+the filters' ``U(+-1/sqrt(fan_in))`` bound (the joint net's input size, so a factor over fewer
+coordinates keeps the joint net's spectrum on them), and ``unit_output`` rescales the output
+linear at initialisation so that the output's root mean square over a fixed grid on
+``[-1, 1]^d_in`` is 1.
 """
 
 from __future__ import annotations
@@ -56,6 +63,16 @@ def _check_args(in_features: int, out_features: int, hidden: int, num_layers: in
         raise ValueError(f"a multiplicative filter network needs num_layers >= 1, got {num_layers}")
 
 
+def _fan_in(in_features: int, first_fan_in: int | None) -> int:
+    """The fan-in of the filters' ``W`` bound: ``d_in``, or ``first_fan_in`` (a separable
+    kernel's factors use the joint net's input size, keeping its spectrum)."""
+    if first_fan_in is None:
+        return in_features
+    if first_fan_in < 1:
+        raise ValueError(f"first_fan_in must be >= 1, got {first_fan_in}")
+    return first_fan_in
+
+
 def _check_gamma_args(alpha: float, beta: float) -> None:
     if not alpha > 0:
         raise ValueError(f"the Gamma shape alpha must be > 0, got {alpha}")
@@ -64,10 +81,11 @@ def _check_gamma_args(alpha: float, beta: float) -> None:
 
 
 class _FourierFilter(nnx.Module):
-    """``g(x) = sin(W x + b)``; ``W ~ U(+-1/sqrt(d_in)) * scale``, ``b ~ U(-pi, pi)``."""
+    """``g(x) = sin(W x + b)``; ``W ~ U(+-1/sqrt(fan_in)) * scale`` (``fan_in``: ``d_in``
+    unless given), ``b ~ U(-pi, pi)``."""
 
-    def __init__(self, in_features: int, hidden: int, *, scale: float, rngs: nnx.Rngs):
-        bound = scale / math.sqrt(in_features)
+    def __init__(self, in_features: int, hidden: int, *, scale: float, fan_in: int, rngs: nnx.Rngs):
+        bound = scale / math.sqrt(fan_in)
         self.linear = nnx.Linear(
             in_features,
             hidden,
@@ -85,9 +103,9 @@ class _GaborFilter(nnx.Module):
 
     ``gamma`` has shape ``[H]`` (isotropic) or ``[H, d_in]`` (anisotropic) and is drawn from
     ``Gamma(alpha, rate=beta)``; ``mu ~ U(-1, 1)`` has shape ``[H, d_in]``. ``W`` is PyTorch's
-    default init times ``scale * gamma`` (element-wise; an isotropic ``gamma_h`` is broadcast over
-    the input dims); ``b ~ U(-pi, pi)``. ``gamma`` and ``mu`` are learnable; the ``gamma``
-    scaling of ``W`` happens at initialisation only.
+    default init (with ``fan_in`` in place of ``d_in``) times ``scale * gamma`` (element-wise;
+    an isotropic ``gamma_h`` is broadcast over the input dims); ``b ~ U(-pi, pi)``. ``gamma``
+    and ``mu`` are learnable; the ``gamma`` scaling of ``W`` happens at initialisation only.
     """
 
     def __init__(
@@ -99,6 +117,7 @@ class _GaborFilter(nnx.Module):
         alpha: float,
         beta: float,
         anisotropic: bool,
+        fan_in: int,
         rngs: nnx.Rngs,
     ):
         gamma_shape = (hidden, in_features) if anisotropic else (hidden,)
@@ -107,7 +126,7 @@ class _GaborFilter(nnx.Module):
         self.mu = nnx.Param(
             jax.random.uniform(rngs.params(), (hidden, in_features), jnp.float32, -1.0, 1.0)
         )
-        bound = 1.0 / math.sqrt(in_features)
+        bound = 1.0 / math.sqrt(fan_in)
         # nnx kernel is [d_in, H] (the transpose of PyTorch's [H, d_in] weight).
         w_scale = scale * (gamma.T if anisotropic else gamma[None, :])
         self.linear = nnx.Linear(
@@ -132,8 +151,25 @@ class _GaborFilter(nnx.Module):
         return envelope * jnp.sin(self.linear(x))
 
 
+def _calibration_points(in_features: int) -> jax.Array:
+    """A fixed grid on ``[-1, 1]^d_in`` (9 points per axis up to ``d_in = 3``, fewer above)
+    on which :class:`_MFN` measures its output scale for ``unit_output``."""
+    per_axis = max(2, min(9, round(1000 ** (1.0 / in_features))))
+    axis = jnp.linspace(-1.0, 1.0, per_axis)
+    grids = jnp.meshgrid(*([axis] * in_features), indexing="ij")
+    return jnp.stack([g.ravel() for g in grids], axis=-1)
+
+
 class _MFN(nnx.Module):
     """Shared body: filters, hidden linears and the output linear."""
+
+    def _unit_output(self, in_features: int) -> None:
+        """Rescales the output linear (weights and bias) so that the output's root mean square
+        over :func:`_calibration_points` is 1 (the unit-scale factor of a separable kernel)."""
+        rms = jnp.sqrt(jnp.mean(jnp.square(self(_calibration_points(in_features)))))
+        scale = 1.0 / jnp.maximum(rms, 1e-12)
+        self.out.kernel[...] = self.out.kernel[...] * scale
+        self.out.bias[...] = self.out.bias[...] * scale
 
     def _build_body(self, hidden: int, out_features: int, num_layers: int, rngs: nnx.Rngs):
         w_bound = math.sqrt(1.0 / hidden)
@@ -186,17 +222,22 @@ class FourierNet(_MFN):
         hidden: int = 32,
         num_layers: int = 3,
         input_scale: float = 256.0,
+        first_fan_in: int | None = None,
+        unit_output: bool = False,
         rngs: nnx.Rngs,
     ):
         _check_args(in_features, out_features, hidden, num_layers)
+        fan_in = _fan_in(in_features, first_fan_in)
         scale = input_scale / math.sqrt(num_layers + 1)
         self.filters = nnx.List(
             [
-                _FourierFilter(in_features, hidden, scale=scale, rngs=rngs)
+                _FourierFilter(in_features, hidden, scale=scale, fan_in=fan_in, rngs=rngs)
                 for _ in range(num_layers + 1)
             ]
         )
         self._build_body(hidden, out_features, num_layers, rngs)
+        if unit_output:
+            self._unit_output(in_features)
 
 
 class GaborNet(_MFN):
@@ -235,10 +276,13 @@ class GaborNet(_MFN):
         input_scale: float = 256.0,
         alpha: float = 6.0,
         beta: float = 1.0,
+        first_fan_in: int | None = None,
+        unit_output: bool = False,
         rngs: nnx.Rngs,
     ):
         _check_args(in_features, out_features, hidden, num_layers)
         _check_gamma_args(alpha, beta)
+        fan_in = _fan_in(in_features, first_fan_in)
         scale = input_scale / math.sqrt(num_layers + 1)
         shape = alpha / (num_layers + 1)
         self.filters = nnx.List(
@@ -250,12 +294,15 @@ class GaborNet(_MFN):
                     alpha=shape,
                     beta=beta,
                     anisotropic=False,
+                    fan_in=fan_in,
                     rngs=rngs,
                 )
                 for _ in range(num_layers + 1)
             ]
         )
         self._build_body(hidden, out_features, num_layers, rngs)
+        if unit_output:
+            self._unit_output(in_features)
 
 
 class MAGNet(_MFN):
@@ -295,10 +342,13 @@ class MAGNet(_MFN):
         input_scale: float = 256.0,
         alpha: float = 6.0,
         beta: float = 1.0,
+        first_fan_in: int | None = None,
+        unit_output: bool = False,
         rngs: nnx.Rngs,
     ):
         _check_args(in_features, out_features, hidden, num_layers)
         _check_gamma_args(alpha, beta)
+        fan_in = _fan_in(in_features, first_fan_in)
         scale = input_scale / math.sqrt(num_layers + 1)
         self.filters = nnx.List(
             [
@@ -309,9 +359,12 @@ class MAGNet(_MFN):
                     alpha=alpha / (idx + 1),
                     beta=beta,
                     anisotropic=True,
+                    fan_in=fan_in,
                     rngs=rngs,
                 )
                 for idx in range(num_layers + 1)
             ]
         )
         self._build_body(hidden, out_features, num_layers, rngs)
+        if unit_output:
+            self._unit_output(in_features)

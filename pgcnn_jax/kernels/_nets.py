@@ -27,6 +27,13 @@ class SIREN(nnx.Module):
     ``H -> out``. First and hidden layers compute ``sin(omega_0 (W x + b))``; the output layer is
     linear. Initialisation: first layer ``U(-1/fan_in, 1/fan_in)``, every later layer
     ``U(-sqrt(6/fan_in)/omega_0, +sqrt(6/fan_in)/omega_0)``, biases zero.
+
+    ``first_fan_in`` (default ``in_features``) replaces the first layer's ``fan_in``: the
+    factors of a separable kernel use the joint net's input size there, so that each keeps the
+    joint net's frequency spectrum on its own coordinates (a first layer over fewer inputs
+    draws larger weights, a rougher function). ``output_gain`` multiplies the output layer's
+    bound: the output has standard deviation about ``output_gain / omega_0`` at
+    initialisation (``output_gain = omega_0``: unit scale).
     """
 
     def __init__(
@@ -37,17 +44,27 @@ class SIREN(nnx.Module):
         hidden: int = 32,
         num_layers: int = 3,
         omega_0: float = 10.0,
+        first_fan_in: int | None = None,
+        output_gain: float = 1.0,
         rngs: nnx.Rngs,
     ):
         if num_layers < 2:
             raise ValueError(f"a SIREN needs num_layers >= 2, got {num_layers}")
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
+        if first_fan_in is not None and first_fan_in < 1:
+            raise ValueError(f"first_fan_in must be >= 1, got {first_fan_in}")
+        if not output_gain > 0:
+            raise ValueError(f"output_gain must be > 0, got {output_gain}")
         self.omega_0 = float(omega_0)
         dims = [in_features] + [hidden] * (num_layers - 1) + [out_features]
+        first = in_features if first_fan_in is None else first_fan_in
+        last = len(dims) - 2
         layers = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-            bound = 1.0 / a if i == 0 else math.sqrt(6.0 / a) / self.omega_0
+            bound = 1.0 / first if i == 0 else math.sqrt(6.0 / a) / self.omega_0
+            if i == last:
+                bound *= output_gain
             layers.append(
                 nnx.Linear(
                     a, b, kernel_init=_uniform(bound), bias_init=nnx.initializers.zeros, rngs=rngs

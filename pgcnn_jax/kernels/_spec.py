@@ -11,7 +11,14 @@ from flax import nnx
 from pgcnn_jax.kernels._mfn import MFN_KINDS, FourierNet, GaborNet, MAGNet
 from pgcnn_jax.kernels._nets import SIREN, MLPKernel
 
-__all__ = ["KERNEL_NAMES", "RENDERS", "KernelSpec", "SeparableKernelNet", "as_kernel_spec"]
+__all__ = [
+    "FACTOR_INITS",
+    "KERNEL_NAMES",
+    "RENDERS",
+    "KernelSpec",
+    "SeparableKernelNet",
+    "as_kernel_spec",
+]
 
 KERNEL_NAMES = (
     "siren",
@@ -29,6 +36,18 @@ KERNEL_NAMES = (
 #: psi_G(u^-1 v)[o, c]`` (Knigge, Romero & Bekkers, ICML 2022), a 1x1 group mixing followed by
 #: a depthwise spatial conv (:func:`pgcnn_jax.nn.render_group_conv`).
 RENDERS = ("joint", "separable")
+
+#: How the two nets of a separable kernel are initialised (:attr:`KernelSpec.factor_init`):
+#: ``"matched"`` (default): each factor's first layer draws its weights with the fan-in of the
+#: joint net's input size ``2 + d`` (SIREN: ``U(+-1/(2 + d))``; MFN filters:
+#: ``U(+-1/sqrt(2 + d))``), so that each keeps the joint net's frequency spectrum on its own
+#: coordinates, and the spatial factor ``psi_S`` has unit scale at initialisation (SIREN: output
+#: bound times ``omega_0``; MFN: output rescaled to unit root mean square on a grid), so that
+#: ``psi_S psi_G`` has the joint kernel's scale. ``"plain"``: each net initialised as a
+#: stand-alone net over its own inputs (before issue 14: ``psi_G`` over one angle is about 3x
+#: rougher than the joint net along it). MLP kernels (``mlp_*``) are initialised the same
+#: either way.
+FACTOR_INITS = ("matched", "plain")
 
 
 def _positive_int(name: str, value) -> None:
@@ -63,6 +82,8 @@ class KernelSpec:
         ``"separable"``.
       spatial_hidden: hidden width of the separable spatial net ``psi_S`` (``None``:
         ``hidden``); only used by ``render="separable"``.
+      factor_init: initialisation of the separable factors, one of :data:`FACTOR_INITS`;
+        only used by ``render="separable"``.
 
     Example:
       >>> from pgcnn_jax.kernels import KernelSpec
@@ -80,6 +101,7 @@ class KernelSpec:
     mfn_beta: float = 1.0
     render: str = "joint"
     spatial_hidden: int | None = None
+    factor_init: str = "matched"
 
     def __post_init__(self):
         if self.net not in KERNEL_NAMES:
@@ -96,6 +118,10 @@ class KernelSpec:
             raise ValueError(f"unknown kernel render {self.render!r}; expected one of {RENDERS}")
         if self.spatial_hidden is not None:
             _positive_int("spatial_hidden", self.spatial_hidden)
+        if self.factor_init not in FACTOR_INITS:
+            raise ValueError(
+                f"unknown factor_init {self.factor_init!r}; expected one of {FACTOR_INITS}"
+            )
 
     def replace(self, **changes) -> KernelSpec:
         """A copy with ``changes`` (validated again)."""
@@ -106,39 +132,69 @@ class KernelSpec:
         return self.render == "separable"
 
     def make_net(
-        self, in_features: int, out_features: int, *, hidden: int | None = None, rngs: nnx.Rngs
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        hidden: int | None = None,
+        first_fan_in: int | None = None,
+        unit_output: bool = False,
+        rngs: nnx.Rngs,
     ) -> nnx.Module:
         """One net of type :attr:`net`, ``[..., in_features] -> [..., out_features]``, with
-        this spec's settings (``hidden`` overrides :attr:`hidden`)."""
+        this spec's settings (``hidden`` overrides :attr:`hidden`).
+
+        ``first_fan_in`` (SIREN and MFN nets) replaces ``in_features`` as the fan-in of the
+        first layer's weight bound; ``unit_output`` (SIREN and MFN nets) initialises the
+        output at unit scale. Both serve the separable factors (:data:`FACTOR_INITS`); an MLP
+        kernel takes neither (``ValueError``)."""
         hidden = self.hidden if hidden is None else hidden
         kw = dict(hidden=hidden, num_layers=self.layers, rngs=rngs)
-        if self.net == "siren":
-            return SIREN(in_features, out_features, omega_0=self.omega_0, **kw)
         if self.net.startswith("mlp_"):
+            if first_fan_in is not None or unit_output:
+                raise ValueError(f"a {self.net!r} kernel net takes no first_fan_in / unit_output")
             return MLPKernel(in_features, out_features, activation=self.net[4:], **kw)
+        if self.net == "siren":
+            gain = self.omega_0 if unit_output else 1.0
+            return SIREN(
+                in_features,
+                out_features,
+                omega_0=self.omega_0,
+                first_fan_in=first_fan_in,
+                output_gain=gain,
+                **kw,
+            )
+        kw |= dict(input_scale=self.mfn_input_scale, first_fan_in=first_fan_in)
+        kw["unit_output"] = unit_output
         if self.net == "fourier":
-            return FourierNet(in_features, out_features, input_scale=self.mfn_input_scale, **kw)
+            return FourierNet(in_features, out_features, **kw)
         cls = GaborNet if self.net == "gabor" else MAGNet
-        return cls(
-            in_features,
-            out_features,
-            input_scale=self.mfn_input_scale,
-            alpha=self.mfn_alpha,
-            beta=self.mfn_beta,
-            **kw,
-        )
+        return cls(in_features, out_features, alpha=self.mfn_alpha, beta=self.mfn_beta, **kw)
 
     def make_group_net(
         self, group_dim: int, in_features: int, out_features: int, *, rngs: nnx.Rngs
     ) -> nnx.Module:
         """The kernel net(s) of a group conv with ``d = group_dim``: ``render="joint"``: one
         net ``R^(2 + d) -> R^(C_out C_in)``; ``"separable"``: a :class:`SeparableKernelNet`
-        (``psi_S: R^2 -> R^C_out`` and ``psi_G: R^d -> R^(C_out C_in)``)."""
+        (``psi_S: R^2 -> R^C_out`` and ``psi_G: R^d -> R^(C_out C_in)``), initialised as
+        :attr:`factor_init` says."""
+        joint_inputs = 2 + group_dim
         if self.render == "joint":
-            return self.make_net(2 + group_dim, out_features * in_features, rngs=rngs)
+            return self.make_net(joint_inputs, out_features * in_features, rngs=rngs)
+        matched = self.factor_init == "matched" and not self.net.startswith("mlp_")
+        fan_in = joint_inputs if matched else None
         return SeparableKernelNet(
-            spatial=self.make_net(2, out_features, hidden=self.spatial_hidden, rngs=rngs),
-            group=self.make_net(group_dim, out_features * in_features, rngs=rngs),
+            spatial=self.make_net(
+                2,
+                out_features,
+                hidden=self.spatial_hidden,
+                first_fan_in=fan_in,
+                unit_output=matched,
+                rngs=rngs,
+            ),
+            group=self.make_net(
+                group_dim, out_features * in_features, first_fan_in=fan_in, rngs=rngs
+            ),
         )
 
 

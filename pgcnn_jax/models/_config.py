@@ -44,7 +44,11 @@ class ModelConfig:
       mfn_beta: Gamma rate of the Gabor / MAGNet envelopes.
       separable: render the group convs separably (``psi_S(A(u)^-1 p) psi_G(u^-1 v)``, a 1x1
         group mixing then a depthwise spatial conv); the lifting conv, the shortcuts and the
-        T(2) head stay joint. The kernel settings above form :attr:`kernel_spec`.
+        T(2) head stay joint.
+      separable_init: initialisation of the separable factors,
+        :data:`pgcnn_jax.kernels.FACTOR_INITS` (``"matched"``: the joint net's spectrum and
+        scale; ``"plain"``: each net on its own, as before issue 14). The kernel settings above
+        form :attr:`kernel_spec`.
       kernel_size: odd spatial size of the rendered kernels.
       width: ``net.no_hidden``, the base channel count ``C``.
       num_blocks: residual blocks (CKResNet) / group-conv blocks (GCNN).
@@ -87,6 +91,7 @@ class ModelConfig:
     mfn_alpha: float = 6.0
     mfn_beta: float = 1.0
     separable: bool = False
+    separable_init: str = "matched"
     kernel_size: int = 7
     width: int = 32
     num_blocks: int = 2
@@ -148,6 +153,7 @@ class ModelConfig:
             mfn_alpha=self.mfn_alpha,
             mfn_beta=self.mfn_beta,
             render="separable" if self.separable else "joint",
+            factor_init=self.separable_init,
         )
 
     def make_group(self) -> Group:

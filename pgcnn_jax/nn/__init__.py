@@ -31,8 +31,11 @@ from pgcnn_jax.nn._functional import (
 from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
 from pgcnn_jax.nn._pool import group_max_pool, group_mean_pool, spatial_max_pool
 from pgcnn_jax.nn._render import (
+    DEPTHWISE_METHODS,
     GROUP_RENDERERS,
     depthwise_conv2d,
+    depthwise_method,
+    disc_taps,
     joint_group_conv,
     render_group_conv,
     separable_group_conv,
@@ -49,6 +52,7 @@ from pgcnn_jax.nn._variables import (
 
 __all__ = [
     "CONV_PRECISIONS",
+    "DEPTHWISE_METHODS",
     "GROUP_RENDERERS",
     "PADDINGS",
     "PER_EXAMPLE_RENDERS",
@@ -71,6 +75,8 @@ __all__ = [
     "conv2d",
     "conv2d_per_example",
     "depthwise_conv2d",
+    "depthwise_method",
+    "disc_taps",
     "group_kernel",
     "group_max_pool",
     "group_mean_pool",

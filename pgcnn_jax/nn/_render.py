@@ -19,13 +19,17 @@ kernel for the kernel-norm penalty.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pgcnn_jax.groups import Group
-from pgcnn_jax.kernels import RENDERS
+from pgcnn_jax.kernels import RENDERS, check_kernel_size
+from pgcnn_jax.kernels._geometry import _positions
 from pgcnn_jax.nn._functional import (
     _apply_net,
     _conv,
@@ -40,8 +44,11 @@ from pgcnn_jax.nn._functional import (
 )
 
 __all__ = [
+    "DEPTHWISE_METHODS",
     "GROUP_RENDERERS",
     "depthwise_conv2d",
+    "depthwise_method",
+    "disc_taps",
     "joint_group_conv",
     "render_group_conv",
     "separable_group_conv",
@@ -119,25 +126,139 @@ def separable_kernels(
     return psi_s, psi_g
 
 
+#: Formulations of :func:`depthwise_conv2d`: ``"conv"``, one grouped
+#: ``lax.conv_general_dilated`` (cuDNN's depthwise kernels on GPUs); ``"taps"``, one shifted
+#: multiply-add per kernel tap with a hand-written VJP (XLA:CPU runs grouped convs and their
+#: batch-grouped kernel gradients at well under 1 GFLOP/s, the taps at the speed of memory).
+DEPTHWISE_METHODS = ("conv", "taps")
+_DEPTHWISE_ENV = "PGCNN_DEPTHWISE"
+
+
+def depthwise_method(method: str | None = None) -> str:
+    """The depthwise formulation to use: ``method`` if given, else the environment variable
+    ``PGCNN_DEPTHWISE`` if set, else ``"taps"`` on CPU and ``"conv"`` on other backends (read
+    at trace time). ``ValueError`` for a name not in :data:`DEPTHWISE_METHODS`."""
+    if method is None:
+        method = os.environ.get(_DEPTHWISE_ENV) or None
+        where = f"{_DEPTHWISE_ENV}={method!r}"
+    else:
+        where = f"method {method!r}"
+    if method is None:
+        return "taps" if jax.default_backend() == "cpu" else "conv"
+    if method not in DEPTHWISE_METHODS:
+        raise ValueError(f"unknown depthwise {where}; expected one of {DEPTHWISE_METHODS}")
+    return method
+
+
+def _tap_sum(xp: jax.Array, w: jax.Array, taps, ho: int, wo: int) -> jax.Array:
+    """``sum_{(i, j) in taps} xp[:, i:i+ho, j:j+wo, :] * w[:, i, j]`` (``w [S, k, k, G]``
+    broadcast over the batch when ``S = 1``)."""
+    y = None
+    for i, j in taps:
+        t = xp[:, i : i + ho, j : j + wo, :] * w[:, i, j, None, None, :]
+        y = t if y is None else y + t
+    return y
+
+
+def _pad_hw(x: jax.Array, lo: int, hi: int | None = None) -> jax.Array:
+    hi = lo if hi is None else hi
+    return jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise_taps(x: jax.Array, w: jax.Array, pad: int, taps: tuple) -> jax.Array:
+    """Depthwise cross-correlation as shifted multiply-adds over ``taps`` (the ``(i, j)``
+    where ``w`` may be non-zero), zero padding ``pad`` on each side."""
+    k = w.shape[1]
+    xp = _pad_hw(x, pad)
+    return _tap_sum(xp, w, taps, xp.shape[1] - k + 1, xp.shape[2] - k + 1)
+
+
+def _depthwise_taps_fwd(x, w, pad, taps):
+    return _depthwise_taps(x, w, pad, taps), (x, w)
+
+
+def _depthwise_taps_bwd(pad, taps, res, gy):
+    """``dx``: the full correlation of ``gy`` with the flipped kernel (shifted multiply-adds
+    again); ``dw[s, i, j]``: ``sum_{h, w} xp[h + i, w + j] gy[h, w]``, accumulated one output
+    row at a time (a ``scan``: each row's ``k`` input rows stay in cache for all taps)."""
+    x, w = res
+    b, hh, ww, g = x.shape
+    s, k = w.shape[0], w.shape[1]
+    ho, wo = gy.shape[1], gy.shape[2]
+    q = k - 1 - pad
+    flipped = tuple((k - 1 - i, k - 1 - j) for i, j in taps)
+    dx = _tap_sum(_pad_hw(gy, q), w[:, ::-1, ::-1, :], flipped, hh, ww)
+    xp = _pad_hw(x, pad)
+
+    def row(acc, r):
+        xs = jax.lax.dynamic_slice_in_dim(xp, r, k, axis=1)  # [B, k, Wp, G]
+        gr = jax.lax.dynamic_slice_in_dim(gy, r, 1, axis=1)  # [B, 1, Wo, G]
+        part = jnp.stack([jnp.sum(xs[:, i, j : j + wo, :] * gr[:, 0], axis=1) for i, j in taps])
+        return acc + part, None
+
+    acc = jnp.zeros((len(taps), b, g), jnp.result_type(x, gy))
+    acc, _ = jax.lax.scan(row, acc, jnp.arange(ho))  # [T, B, G]
+    if s == 1:
+        acc = jnp.sum(acc, axis=1, keepdims=True)
+    dw = jnp.zeros((s, k, k, g), acc.dtype)
+    rows, cols = (jnp.asarray(v) for v in zip(*taps, strict=True))
+    dw = dw.at[:, rows, cols, :].set(acc.transpose(1, 0, 2))
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
+
+
 def depthwise_conv2d(
-    x: jax.Array, weight: jax.Array, padding: str, precision: str | None = None
+    x: jax.Array,
+    weight: jax.Array,
+    padding: str,
+    precision: str | None = None,
+    *,
+    method: str | None = None,
+    taps: tuple[tuple[int, int], ...] | None = None,
 ) -> jax.Array:
     """Depthwise cross-correlation of ``x [B, H, W, G]`` with ``weight [S, k, k, G]`` (channel
     ``g`` of the output is channel ``g`` of ``x`` filtered by ``weight[..., g]``); with
-    ``S = B`` each example has its own filters (the batch is folded into the channels: one
-    depthwise conv of ``B G`` channels)."""
+    ``S = B`` each example has its own filters.
+
+    ``method`` (:func:`depthwise_method`): ``"conv"`` folds the batch into the channels of one
+    grouped conv when ``S = B``; ``"taps"`` adds one shifted product per tap (with
+    ``precision="bfloat16"`` the conv is used). ``taps`` (``"taps"`` only): the ``(i, j)``
+    taps where ``weight`` may be non-zero (default: all ``k^2``), e.g. the disc of a rotated
+    kernel. The output is the same when ``weight`` is zero elsewhere; the gradient of
+    ``weight`` at the other taps is returned as zero, so pass ``taps`` only for a weight
+    masked to zero there (whose gradient at those taps the mask discards anyway).
+    """
     check_precision(precision)
     b, hh, ww, g = x.shape
     s, k = weight.shape[0], weight.shape[1]
-    if weight.shape[-1] != g or s not in (1, b):
+    if weight.shape[-1] != g or s not in (1, b) or weight.ndim != 4 or weight.shape[2] != k:
         raise ValueError(f"depthwise weight of shape {weight.shape} for features {x.shape}")
     pad = padding.upper()
+    if pad not in ("SAME", "VALID"):
+        raise ValueError(f"unknown padding {padding!r}; expected 'same' or 'valid'")
+    if depthwise_method(method) == "taps" and precision != "bfloat16":
+        if k % 2 != 1:
+            raise ValueError(f"the taps depthwise conv needs an odd kernel size, got {k}")
+        taps = tuple((i, j) for i in range(k) for j in range(k)) if taps is None else taps
+        if not taps or any(not (0 <= i < k and 0 <= j < k) for i, j in taps):
+            raise ValueError(f"taps {taps!r} must be a non-empty set of (i, j) in [0, {k})")
+        return _depthwise_taps(x, weight, k // 2 if pad == "SAME" else 0, tuple(taps))
     if s == 1:
         return _conv(x, weight[0][:, :, None, :], pad, precision, feature_group_count=g)
     xf = x.transpose(1, 2, 0, 3).reshape(1, hh, ww, b * g)
     wf = weight.transpose(1, 2, 0, 3).reshape(k, k, 1, b * g)
     y = _conv(xf, wf, pad, precision, feature_group_count=b * g)[0]
     return y.reshape(y.shape[0], y.shape[1], b, g).transpose(2, 0, 1, 3)
+
+
+def disc_taps(kernel_size: int) -> tuple[tuple[int, int], ...]:
+    """The ``(i, j)`` taps of :func:`~pgcnn_jax.kernels.disc_mask` (29 of 49 for 7x7)."""
+    pos = np.asarray(_positions(check_kernel_size(kernel_size)))
+    mask = np.linalg.norm(pos, axis=-1) <= 1.0 + 1e-6  # disc_mask's rule, in NumPy (static)
+    return tuple((int(i), int(j)) for i, j in zip(*np.nonzero(mask), strict=True))
 
 
 def separable_group_conv(
@@ -172,7 +293,9 @@ def separable_group_conv(
     z = conv2d(x, mixing, "valid", precision=precision)  # [B, H, W, No Co]
     kr = psi_s.shape[2]
     spatial = psi_s.transpose(0, 2, 3, 1, 4).reshape(s, kr, kr, n_out * co)
-    y = depthwise_conv2d(z, spatial, padding, precision)
+    # isometries: psi_S is zero off the fixed disc (_tap_weights), so only its taps are added
+    taps = disc_taps(kernel_size) if kr == kernel_size else None
+    y = depthwise_conv2d(z, spatial, padding, precision, taps=taps)
     sq = jnp.sum(jnp.sum(jnp.square(psi_s), axis=(2, 3)) * jnp.sum(jnp.square(psi_g), axis=(2, 4)))
     return y, sq
 

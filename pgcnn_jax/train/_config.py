@@ -256,6 +256,8 @@ def config_differences(stored: dict[str, Any], current: TrainConfig) -> list[str
     a, b = _flatten({"eval_samples": 1} | stored), _flatten(current.to_dict())
     a = _ADDED_MODEL_DEFAULTS | a
     a.setdefault("model.group_options", [])
+    # separable runs stored before ``separable_init`` existed initialised their factors plainly
+    a.setdefault("model.separable_init", "plain" if a.get("model.separable") else "matched")
     return sorted(
         k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k, None) != b.get(k, None)
     )

@@ -36,6 +36,7 @@ from pgcnn_jax.train._state import (
     augmentation_values,
     create_model,
     create_optimizer,
+    grad_snr_by_layer,
     layer_summary,
     root_key,
 )
@@ -535,6 +536,10 @@ class _Session:
             "elements": layers["elements"],
             "axes": layers["axes"],  # per layer: every axis's kept count, size and width
             "augmentation": augmentation_values(model),
+            # per partial layer and distribution parameter: |mean| / std of its gradient over
+            # the epoch's steps, and the mean gradient
+            "grad_snr": grad_snr_by_layer(model, sums.grad_snr()),
+            "grad_mean": grad_snr_by_layer(model, sums.grad_mean()),
             "seconds": time.perf_counter() - epoch_t0,
         }
         if partial:

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 
 __all__ = ["MetricSums", "MetricsLog", "strict_json", "write_json"]
 
@@ -16,13 +17,30 @@ class MetricSums:
     """Running ``loss_sum`` / ``correct`` / ``count`` over the batches of a pass, and
     ``nonfinite``: the number of steps whose loss or updated state was not finite.
 
+    Training steps also report ``dist_grad``, the gradient of the distribution parameters:
+    its sum and sum of squares over the steps (``grad_sum``, ``grad_sq``, ``grad_steps``) give
+    the per-parameter signal-to-noise ratio :meth:`grad_snr` (mean over standard deviation
+    across the steps of the pass).
+
     Step outputs stay on the device until :meth:`flush` (no host sync per step); they are then
     added in step order in float64, so a pass split by a restart sums to the same value.
     """
 
-    def __init__(self, loss_sum: float = 0.0, correct: int = 0, count: int = 0, nonfinite: int = 0):
+    def __init__(
+        self,
+        loss_sum: float = 0.0,
+        correct: int = 0,
+        count: int = 0,
+        nonfinite: int = 0,
+        grad_sum: list[float] | None = None,
+        grad_sq: list[float] | None = None,
+        grad_steps: int = 0,
+    ):
         self.loss_sum, self.correct, self.count = float(loss_sum), int(correct), int(count)
         self.nonfinite = int(nonfinite)
+        self.grad_sum = None if grad_sum is None else np.asarray(grad_sum, np.float64)
+        self.grad_sq = None if grad_sq is None else np.asarray(grad_sq, np.float64)
+        self.grad_steps = int(grad_steps)
         self._pending: list[dict[str, jax.Array]] = []
 
     def add(self, metrics: dict[str, jax.Array]) -> None:
@@ -37,8 +55,39 @@ class MetricSums:
             self.correct += int(m["correct"])
             self.count += int(m["count"])
             self.nonfinite += int(m.get("nonfinite", 0))
+            if "dist_grad" in m:
+                self._add_grad(np.asarray(m["dist_grad"], np.float64))
         self._pending = self._pending[n:]
         return self
+
+    def _add_grad(self, g: np.ndarray) -> None:
+        if self.grad_sum is None or self.grad_sum.shape != g.shape:
+            # a new pass, or the model's distribution parameters changed: start again
+            self.grad_sum, self.grad_sq, self.grad_steps = np.zeros_like(g), np.zeros_like(g), 0
+        self.grad_sum += g
+        self.grad_sq += g * g
+        self.grad_steps += 1
+
+    def grad_snr(self) -> np.ndarray:
+        """Per distribution-parameter entry: ``|mean| / std`` of its gradient over the steps
+        of the pass (population std; ``inf`` where the std is 0 and the mean is not, ``nan``
+        with fewer than 2 steps or a zero gradient). Empty without any gradient."""
+        self.flush()
+        if self.grad_sum is None or self.grad_steps == 0:
+            return np.zeros((0,))
+        n = self.grad_steps
+        mean = self.grad_sum / n
+        var = np.maximum(self.grad_sq / n - mean**2, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = np.abs(mean) / np.sqrt(var)
+        return snr if n >= 2 else np.full_like(snr, np.nan)
+
+    def grad_mean(self) -> np.ndarray:
+        """Per distribution-parameter entry: the mean gradient over the steps of the pass."""
+        self.flush()
+        if self.grad_sum is None or self.grad_steps == 0:
+            return np.zeros((0,))
+        return self.grad_sum / self.grad_steps
 
     @property
     def pending(self) -> int:
@@ -71,6 +120,10 @@ class MetricSums:
         out = {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count}
         if self.nonfinite:
             out["nonfinite"] = self.nonfinite
+        if self.grad_sum is not None:
+            out["grad_sum"] = self.grad_sum.tolist()
+            out["grad_sq"] = self.grad_sq.tolist()
+            out["grad_steps"] = self.grad_steps
         return out
 
 

@@ -12,7 +12,7 @@ from flax import nnx
 
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.models import AugmentationParam, build_model, partial_layers
-from pgcnn_jax.nn import DistributionParam, GumbelHorizon
+from pgcnn_jax.nn import DistributionParam, GumbelHorizon, layer_name
 from pgcnn_jax.train._config import TrainConfig
 from pgcnn_jax.train._schedule import schedule_for
 
@@ -22,7 +22,9 @@ __all__ = [
     "augmentation_values",
     "create_model",
     "create_optimizer",
+    "distribution_entries",
     "get_pure_state",
+    "grad_snr_by_layer",
     "layer_summary",
     "make_optimizer",
     "param_labels",
@@ -205,3 +207,36 @@ def augmentation_values(model: nnx.Module) -> list[float]:
     """Flat values of Augerino's augmentation parameters (empty for other models)."""
     leaves = jax.tree.leaves(nnx.state(model, AugmentationParam))
     return [float(v) for leaf in leaves for v in np.asarray(leaf).ravel()]
+
+
+def distribution_entries(model: nnx.Module) -> list[tuple[str, str, int]]:
+    """One ``(layer name, parameter name, size)`` per :class:`~pgcnn_jax.nn.DistributionParam`
+    of ``model``, in the order of :func:`pgcnn_jax.train.distribution_grads`'s flat vector."""
+    return [
+        (layer_name(path[:-1]), str(path[-1]), int(np.size(var[...])))
+        for path, var in nnx.to_flat_state(nnx.state(model, DistributionParam))
+    ]
+
+
+def grad_snr_by_layer(model: nnx.Module, values: np.ndarray) -> list[dict[str, Any]]:
+    """``values`` (one per entry of the flat distribution-gradient vector, e.g.
+    :meth:`~pgcnn_jax.train.MetricSums.grad_snr`) per partial layer in
+    :func:`layer_summary` order: ``{parameter name: float}`` (a list for a vector parameter
+    such as the per-element keep logits); empty dicts for an empty ``values`` (a pass without
+    training steps). ``ValueError`` if the sizes do not match."""
+    entries = distribution_entries(model)
+    values = np.asarray(values, np.float64).ravel()
+    if values.size == 0:  # no training step in the pass: no statistics
+        return [{} for _ in partial_layers(model)]
+    if values.size != sum(n for _, _, n in entries):
+        raise ValueError(
+            f"{values.size} gradient statistics for distribution parameters of sizes "
+            f"{[n for _, _, n in entries]}"
+        )
+    by_layer: dict[str, dict[str, Any]] = {}
+    start = 0
+    for layer, name, n in entries:
+        chunk = [float(v) for v in values[start : start + n]]
+        by_layer.setdefault(layer, {})[name] = chunk[0] if n == 1 else chunk
+        start += n
+    return [by_layer.get(name, {}) for name, _ in partial_layers(model)]

@@ -29,7 +29,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from pgcnn_jax.models import kernel_norm_penalty, monotonic_penalty
-from pgcnn_jax.nn import advance_gumbel_steps
+from pgcnn_jax.nn import DistributionParam, advance_gumbel_steps
 from pgcnn_jax.train._mesh import batch_sharding, data_mesh, replicated
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "eval_state",
     "eval_step",
     "example_keys",
+    "distribution_grads",
     "sampled_log_probs",
     "step_rngs",
     "trace_counts",
@@ -98,6 +99,16 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
 
 
+def distribution_grads(grads: nnx.State) -> jax.Array:
+    """The gradients of every :class:`~pgcnn_jax.nn.DistributionParam` in ``grads`` as one flat
+    float32 vector, in the path order of ``nnx.state(model, DistributionParam)`` (the order of
+    :func:`pgcnn_jax.train.distribution_entries`); empty for a model without any."""
+    leaves = jax.tree.leaves(grads.filter(DistributionParam))
+    if not leaves:
+        return jnp.zeros((0,), jnp.float32)
+    return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
+
+
 def _metrics(loss, correct, count, state=None) -> dict[str, jax.Array]:
     """The step's sums and ``nonfinite``: 1 when the loss (or, after a training step, any
     floating-point entry of the updated model ``state``) is NaN or infinite, else 0. The
@@ -127,7 +138,9 @@ def _train_fn(spec, state, batch, key):
     (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
     advance_gumbel_steps(model)  # the temperature schedule counts optimiser steps
-    return nnx.state((model, optimizer)), _metrics(loss, correct, count, nnx.state(model))
+    metrics = _metrics(loss, correct, count, nnx.state(model))
+    metrics["dist_grad"] = distribution_grads(grads)  # for the per-epoch gradient SNR
+    return nnx.state((model, optimizer)), metrics
 
 
 def _eval_fn(spec, state, batch, key):
@@ -188,9 +201,11 @@ def train_step(
 
     ``key`` is the step key (``fold_in(root, step)``); the model is called with
     ``nnx.Rngs(sample=..., dropout=...)`` derived from it. The model and optimizer buffers are
-    donated. Returns ``{"loss_sum", "correct", "count", "nonfinite"}`` of the batch, where
-    ``loss_sum`` is ``B`` times the objective (so sums over batches divided by counts are
-    means) and ``nonfinite`` is 1 when the loss or the updated model state holds a NaN / inf.
+    donated. Returns ``{"loss_sum", "correct", "count", "nonfinite", "dist_grad"}`` of the
+    batch, where ``loss_sum`` is ``B`` times the objective (so sums over batches divided by
+    counts are means), ``nonfinite`` is 1 when the loss or the updated model state holds a
+    NaN / inf, and ``dist_grad`` is the step's gradient of the distribution parameters
+    (:func:`distribution_grads`).
 
     ``mesh``: a :func:`~pgcnn_jax.train.data_mesh`; the batch is split along its ``data``
     axis (``B`` a multiple of its size), model and optimizer replicated, and batch statistics
