@@ -3,13 +3,14 @@ of its jaxpr, with the exact shapes, dtypes and parameters, run alone on random 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.extend
 import jax.numpy as jnp
 
-__all__ = ["collect_convs", "floor_fn", "live_jaxpr", "random_operands"]
+__all__ = ["collect_convs", "conv_macs", "floor_fn", "live_jaxpr", "random_operands"]
 
 
 def _sub_jaxprs(value: Any):
@@ -42,7 +43,16 @@ def collect_convs(jaxpr: Any, times: int = 1) -> list[dict[str, Any]]:
     for eqn in jaxpr.eqns:
         if eqn.primitive is jax.lax.conv_general_dilated_p:
             lhs, rhs = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
-            out.append(dict(lhs=lhs, rhs=rhs, params=dict(eqn.params), times=times))
+            res = eqn.outvars[0].aval
+            out.append(
+                dict(
+                    lhs=lhs,
+                    rhs=rhs,
+                    out=jax.ShapeDtypeStruct(res.shape, res.dtype),
+                    params=dict(eqn.params),
+                    times=times,
+                )
+            )
             continue
         inner = times * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else times
         found = [
@@ -58,6 +68,19 @@ def collect_convs(jaxpr: Any, times: int = 1) -> list[dict[str, Any]]:
             )
         out += found
     return out
+
+
+def conv_macs(convs: list[dict[str, Any]]) -> int:
+    """Multiply-adds of the convs of :func:`collect_convs` as written: every output element
+    sums ``(kernel elements) / (output features)`` products (input features per group times
+    taps; for a batch-grouped kernel gradient its spatial taps are the output gradient's
+    pixels), times the executions. Zero taps (padding, a disc mask) are counted."""
+    total = 0
+    for c in convs:
+        out_dim = c["params"]["dimension_numbers"].rhs_spec[0]
+        per_output = math.prod(c["rhs"].shape) // c["rhs"].shape[out_dim]
+        total += math.prod(c["out"].shape) * per_output * c["times"]
+    return total
 
 
 def random_operands(key: jax.Array, convs: list[dict[str, Any]]) -> list[tuple]:

@@ -33,9 +33,16 @@ machine shared with other work slows both alike. One line per config::
 
 (on one line). ``peak_mem_mb`` is the compiled step's arguments + outputs + temporaries - donated
 aliases (XLA's memory analysis; ``na`` where the backend has none); ``gflop`` comes from the
-compiled step's cost analysis. ``--json=PATH`` writes the header and every result (with the
-floor's GFLOP, the conv shapes and the device's own peak-memory counter where it has one),
-rewritten after each config.
+compiled step's cost analysis; ``real_gflop`` is twice the multiply-adds of the step's
+convolutions as written (forward and backward; the depthwise work of separable layers counted
+as the grouped convs it replaces, whatever formulation ``--depthwise`` runs), and
+``real_gflops`` that count over the median step time. ``--json=PATH`` writes the header and
+every result (with the floor's GFLOP, the conv shapes and the device's own peak-memory counter
+where it has one), rewritten after each config.
+
+``--depthwise=conv|taps`` picks the depthwise formulation of separable layers (default
+``auto``: shifted-tap multiply-adds on CPU, cuDNN's grouped convs elsewhere); with ``taps``
+the floor holds the separable step's 1x1 convs only (its depthwise work is no conv).
 
 Flags use a private ``absl.flags.FlagValues`` (``--precision`` and ``--devices`` are also flags
 of the training CLIs), so this module can be imported next to them.
@@ -60,14 +67,16 @@ from absl import flags
 from flax import nnx
 
 from experiments._flagset import parse_or_help, print_error
-from experiments._floor import collect_convs, floor_fn, live_jaxpr, random_operands
+from experiments._floor import collect_convs, conv_macs, floor_fn, live_jaxpr, random_operands
 from experiments.configs import PRESETS, get_preset
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.nn import (
     CONV_PRECISIONS,
+    DEPTHWISE_METHODS,
     DistributionParam,
     GroupConv,
     active_elements,
+    depthwise_method,
     update_adaptive,
 )
 from pgcnn_jax.train import TrainConfig, create_model, create_optimizer, train_step
@@ -92,8 +101,12 @@ EXECUTIONS = ("masked", "adaptive")
 LINE = (
     "pgcnn {config} batch={batch} ms_per_step={ms_per_step:.2f} floor_ms={floor_ms:.2f} "
     "ratio={ratio:.3f} min={min_ms:.2f} max={max_ms:.2f} peak_mem_mb={peak} "
-    "compile_s={compile_s:.1f} gflop={gflop:.4g}"
+    "compile_s={compile_s:.1f} gflop={gflop:.4g} real_gflop={real_gflop:.4g} "
+    "real_gflops={real_gflops:.3g} depthwise={depthwise}"
 )
+#: ``--depthwise`` values: ``auto`` is the backend's default
+#: (:func:`pgcnn_jax.nn.depthwise_method`).
+DEPTHWISES = ("auto", *DEPTHWISE_METHODS)
 
 
 def _flag_values() -> flags.FlagValues:
@@ -119,6 +132,11 @@ def _flag_values() -> flags.FlagValues:
         **kw,
     )  # fmt: skip
     flags.DEFINE_integer("seed", 0, "Seed of the model and the random data.", **kw)
+    flags.DEFINE_string(
+        "depthwise", "auto",
+        f"Depthwise conv of separable layers: {', '.join(DEPTHWISES)} (auto: taps on CPU, conv "
+        "elsewhere).", **kw,
+    )  # fmt: skip
     return fv
 
 
@@ -215,10 +233,19 @@ def run_config(
     seed: int = 0,
     extra: dict[str, Any] | None = None,
     execution: str = "masked",
+    depthwise: str = "auto",
 ) -> dict[str, Any]:
-    """Compiles and times the step and the floor of config ``name``; returns the result."""
+    """Compiles and times the step and the floor of config ``name``; returns the result.
+
+    ``depthwise``: the formulation of separable layers' depthwise convs (:data:`DEPTHWISES`).
+    ``real_gflop`` is twice the multiply-adds of the step's convolutions written as convs
+    (forward and backward, from the step traced with ``depthwise="conv"``, zero taps
+    included; :func:`~experiments._floor.conv_macs`), whatever formulation runs; ``gflop`` is
+    XLA's count for the compiled step."""
     if execution not in EXECUTIONS:
         raise ValueError(f"unknown execution {execution!r}; expected one of {EXECUTIONS}")
+    if depthwise not in DEPTHWISES:
+        raise ValueError(f"unknown depthwise {depthwise!r}; expected one of {DEPTHWISES}")
     config, half = bench_config(
         name, precision=precision, width=width, kernel_size=kernel_size, seed=seed, extra=extra
     )
@@ -251,8 +278,14 @@ def run_config(
         "label": jax.random.randint(k_lab, (batch,), 0, spec.num_classes),
     }
     step_keys = [jax.random.fold_in(k_steps, i) for i in range(warmup + steps)]
+    with _depthwise_env("conv"):  # the step's work written as convs: its real multiply-adds
+        as_convs = jax.jit(step, donate_argnums=0).trace(state, data, step_keys[0])
+        real_gflop = 2 * conv_macs(collect_convs(live_jaxpr(as_convs.jaxpr))) / 1e9
+    jax.clear_caches()  # the method is read at trace time; JAX caches the inner step's trace
     start = time.perf_counter()
-    traced = jax.jit(step, donate_argnums=0).trace(state, data, step_keys[0])
+    with _depthwise_env(None if depthwise == "auto" else depthwise):
+        method = depthwise_method()
+        traced = jax.jit(step, donate_argnums=0).trace(state, data, step_keys[0])
     step_c = traced.lower().compile()
     compile_s = time.perf_counter() - start
     convs = collect_convs(live_jaxpr(traced.jaxpr))
@@ -301,6 +334,9 @@ def run_config(
         compile_s=compile_s,
         floor_compile_s=floor_compile_s,
         gflop=_flops(step_c) / 1e9,
+        real_gflop=real_gflop,
+        real_gflops=real_gflop / (med / 1e3),
+        depthwise=method,
         floor_gflop=_flops(floor_c) / 1e9,
         num_convs=sum(c["times"] for c in convs),
         conv_shapes=[
@@ -309,6 +345,24 @@ def run_config(
         ],
         last_loss=loss,
     )
+
+
+class _depthwise_env:
+    """Sets ``PGCNN_DEPTHWISE`` (read when a step is traced) for a ``with`` block; ``None``
+    unsets it (the backend's default)."""
+
+    def __init__(self, method: str | None):
+        self.method = method
+
+    def __enter__(self):
+        self.saved = os.environ.pop("PGCNN_DEPTHWISE", None)
+        if self.method is not None:
+            os.environ["PGCNN_DEPTHWISE"] = self.method
+
+    def __exit__(self, *exc):
+        os.environ.pop("PGCNN_DEPTHWISE", None)
+        if self.saved is not None:
+            os.environ["PGCNN_DEPTHWISE"] = self.saved
 
 
 def format_line(result: dict[str, Any]) -> str:
@@ -365,6 +419,8 @@ def _check(fv: flags.FlagValues) -> None:
         raise ValueError(f"unknown --precision {fv.precision!r}; expected one of {PRECISIONS}")
     if fv.execution not in EXECUTIONS:
         raise ValueError(f"unknown --execution {fv.execution!r}; expected one of {EXECUTIONS}")
+    if fv.depthwise not in DEPTHWISES:
+        raise ValueError(f"unknown --depthwise {fv.depthwise!r}; expected one of {DEPTHWISES}")
     local = jax.local_device_count()
     if fv.devices < 1 or fv.devices > local:
         raise ValueError(f"--devices={fv.devices}: this host has {local} local device(s)")
@@ -416,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=fv.seed,
             extra=parse_set(fv.set),
             execution=fv.execution,
+            depthwise=fv.depthwise,
         )
         results.append(result)
         print(format_line(result), flush=True)

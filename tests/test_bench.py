@@ -23,7 +23,8 @@ LINE = re.compile(
     rf"^pgcnn (?P<config>\S+) batch=(?P<batch>[0-9]+) ms_per_step=(?P<ms>{NUM}) "
     rf"floor_ms=(?P<floor>{NUM}) ratio=(?P<ratio>{NUM}) min=(?P<min>{NUM}) max=(?P<max>{NUM}) "
     rf"peak_mem_mb=(?P<peak>{NUM}|na) compile_s=(?P<compile>{NUM}) "
-    rf"gflop=(?P<gflop>{NUM}(?:e-?[0-9]+)?)$"
+    rf"gflop=(?P<gflop>{NUM}(?:e-?[0-9]+)?) real_gflop=(?P<real>{NUM}(?:e-?[0-9]+)?) "
+    rf"real_gflops=(?P<rate>{NUM}(?:e[-+]?[0-9]+)?) depthwise=(?P<dw>conv|taps)$"
 )
 TINY = [
     "--batch=2",
@@ -63,22 +64,45 @@ def test_tiny_run_line_format_and_json(tmp_path, capsys):
     assert r["num_convs"] == len(r["conv_shapes"]) >= 3
 
 
-def test_tiny_separable_run_times_its_1x1_and_depthwise_convs(tmp_path, capsys):
+@pytest.mark.parametrize("depthwise", ["conv", "taps"])
+def test_tiny_separable_run_times_its_1x1_and_depthwise_convs(tmp_path, capsys, depthwise):
     """``<group>-<N>-<kind>-sep``: the step of separable group convs, and a floor that holds
-    their 1x1 mixing convs and depthwise convs (forward and backward), nothing more."""
+    their 1x1 mixing convs and (``--depthwise=conv``) depthwise convs (forward and backward),
+    nothing more; the real multiply-adds are the same whichever formulation runs."""
     path = tmp_path / "bench.json"
-    status = bench.main(["bench", "--configs=se2-2-partial-sep", *TINY, f"--json={path}"])
+    args = ["bench", "--configs=se2-2-partial-sep", *TINY, f"--json={path}"]
+    status = bench.main([*args, f"--depthwise={depthwise}"])
     assert status == 0
     m = LINE.match(capsys.readouterr().out.splitlines()[2])
-    assert m is not None and m["config"] == "se2-2-partial-sep"
+    assert m is not None and m["config"] == "se2-2-partial-sep" and m["dw"] == depthwise
     (r,) = json.loads(path.read_text())["results"]
     assert r["preset_config"]["model"]["separable"] is True
     assert 0 < r["floor_gflop"] <= r["gflop"]
     rhs = [tuple(shape[1]) for shape in r["conv_shapes"]]
     # width 2 x N 2 = 4 channels: the 1x1 mixing 4 -> 4, the 3x3 depthwise conv (1 input
     # channel per group) and its kernel gradient (batch-grouped: 4 output features).
-    assert (1, 1, 4, 4) in rhs and (3, 3, 1, 4) in rhs
+    assert (1, 1, 4, 4) in rhs
+    assert ((3, 3, 1, 4) in rhs) == (depthwise == "conv")
     assert (3, 3, 4, 4) not in rhs  # no joint 3x3 group conv is left
+    assert r["real_gflop"] == pytest.approx(float(m["real"]), rel=1e-3)
+    assert r["real_gflops"] == pytest.approx(r["real_gflop"] / (r["ms_per_step"] / 1e3))
+    assert r["real_gflop"] > r["floor_gflop"] * (depthwise == "taps")
+
+
+def test_conv_macs_counts_grouped_and_plain_convs():
+    x, w = jnp.zeros((2, 8, 8, 6)), jnp.zeros((3, 3, 2, 6))
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def f(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=dims, feature_group_count=3
+        )
+
+    convs = _floor.collect_convs(jax.make_jaxpr(f)(x, w))
+    assert _floor.conv_macs(convs) == 2 * 8 * 8 * 6 * (3 * 3 * 2)
+    grads = _floor.collect_convs(jax.make_jaxpr(jax.grad(lambda x, w: f(x, w).sum(), (0, 1)))(x, w))
+    assert len(grads) == 3  # forward, input gradient, kernel gradient (batch-grouped)
+    assert _floor.conv_macs(grads) == 3 * 2 * 8 * 8 * 6 * (3 * 3 * 2)
 
 
 def test_bench_config_names():

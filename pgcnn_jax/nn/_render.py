@@ -136,8 +136,10 @@ _DEPTHWISE_ENV = "PGCNN_DEPTHWISE"
 
 def depthwise_method(method: str | None = None) -> str:
     """The depthwise formulation to use: ``method`` if given, else the environment variable
-    ``PGCNN_DEPTHWISE`` if set, else ``"taps"`` on CPU and ``"conv"`` on other backends (read
-    at trace time). ``ValueError`` for a name not in :data:`DEPTHWISE_METHODS`."""
+    ``PGCNN_DEPTHWISE`` if set, else ``"taps"`` on CPU and ``"conv"`` on other backends. Read
+    at trace time: set the variable before the first step is traced (JAX caches the traces of
+    a jitted function; ``jax.clear_caches()`` forgets them). ``ValueError`` for a name not in
+    :data:`DEPTHWISE_METHODS`."""
     if method is None:
         method = os.environ.get(_DEPTHWISE_ENV) or None
         where = f"{_DEPTHWISE_ENV}={method!r}"
