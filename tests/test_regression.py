@@ -95,10 +95,17 @@ def _train_step():
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
     optimizer.update(model, grads)
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    # Biases of convs followed by a normalisation have a gradient that is zero up to rounding
+    # (|g| ~ 1e-8); Adam's first step moves them by lr * g / (|g| + eps), i.e. by rounding
+    # noise times lr, which differs between CPUs. Their sums are not compared (``_`` keys are
+    # not pinned).
+    numerically_zero = [bool(jnp.all(jnp.abs(g) < 1e-6)) for g in jax.tree.leaves(
+        nnx.state(grads, nnx.Param))]  # fmt: skip
     return {
         "loss": loss,
         "theta_grads": jnp.stack([jnp.ravel(t)[0] for t in thetas]),
         "param_sums": jnp.stack([jnp.sum(p) for p in params]),
+        "_rounding_only": jnp.asarray(numerically_zero),
     }
 
 
@@ -135,7 +142,7 @@ def pins():
     if REGEN:
         data = {}
         for name, fn in CASES.items():
-            data.update(_flat(name, fn()))
+            data.update(_flat(name, {k: v for k, v in fn().items() if not k.startswith("_")}))
         np.savez(PINS, **data)
     with np.load(PINS) as f:
         return dict(f)
@@ -143,11 +150,17 @@ def pins():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_outputs_match_pins(pins, name):
-    got = _flat(name, CASES[name]())
+    out = CASES[name]()
+    skip = np.asarray(out.pop("_rounding_only", np.zeros(0, bool)))
+    got = _flat(name, out)
     expected = {k: v for k, v in pins.items() if k.startswith(name + "/")}
     assert sorted(got) == sorted(expected), name
     for k, v in got.items():
-        np.testing.assert_allclose(v, expected[k], rtol=RTOL, atol=ATOL, err_msg=k)
+        want = expected[k]
+        if k.endswith("/param_sums") and skip.size:
+            assert skip.shape == v.shape and 0 < skip.sum() < skip.size / 4
+            v, want = v[~skip], want[~skip]
+        np.testing.assert_allclose(v, want, rtol=RTOL, atol=ATOL, err_msg=k)
 
 
 def test_pins_are_not_trivial(pins):
