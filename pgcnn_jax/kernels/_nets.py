@@ -20,6 +20,20 @@ def _uniform(bound: float):
     return init
 
 
+def _absent_inputs(bound: float, count: int):
+    """Bias init ``sum_{i < count} w_i x_i``, ``w_i ~ U(+-bound)``, ``x_i ~ U(-1, 1)``: what
+    ``count`` further inputs over ``[-1, 1]`` would add to a unit's pre-activation at a random
+    point (a separable factor's share of the joint net's phases)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        kw, kx = jax.random.split(key)
+        w = jax.random.uniform(kw, (*shape, count), dtype, -bound, bound)
+        x = jax.random.uniform(kx, (*shape, count), dtype, -1.0, 1.0)
+        return jnp.sum(w * x, axis=-1)
+
+    return init
+
+
 class SIREN(nnx.Module):
     """SIREN kernel net (REFERENCE 2.4).
 
@@ -33,7 +47,11 @@ class SIREN(nnx.Module):
     joint net's frequency spectrum on its own coordinates (a first layer over fewer inputs
     draws larger weights, a rougher function). ``output_gain`` multiplies the output layer's
     bound: the output has standard deviation about ``output_gain / omega_0`` at
-    initialisation (``output_gain = omega_0``: unit scale).
+    initialisation (``output_gain = omega_0``: unit scale). ``first_bias_inputs = m > 0``
+    draws the first layer's biases as the contribution ``sum_i w_i x_i`` of ``m`` absent inputs
+    (``w_i`` drawn like the weights, ``x_i ~ U(-1, 1)``): a factor of a separable kernel gets
+    the phases the joint net's other inputs give it (with zero biases a SIREN is an odd
+    function, which the joint net is not along any one input).
     """
 
     def __init__(
@@ -45,11 +63,14 @@ class SIREN(nnx.Module):
         num_layers: int = 3,
         omega_0: float = 10.0,
         first_fan_in: int | None = None,
+        first_bias_inputs: int = 0,
         output_gain: float = 1.0,
         rngs: nnx.Rngs,
     ):
         if num_layers < 2:
             raise ValueError(f"a SIREN needs num_layers >= 2, got {num_layers}")
+        if first_bias_inputs < 0:
+            raise ValueError(f"first_bias_inputs must be >= 0, got {first_bias_inputs}")
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
         if first_fan_in is not None and first_fan_in < 1:
@@ -65,10 +86,11 @@ class SIREN(nnx.Module):
             bound = 1.0 / first if i == 0 else math.sqrt(6.0 / a) / self.omega_0
             if i == last:
                 bound *= output_gain
+            bias_init = nnx.initializers.zeros
+            if i == 0 and first_bias_inputs:
+                bias_init = _absent_inputs(bound, first_bias_inputs)
             layers.append(
-                nnx.Linear(
-                    a, b, kernel_init=_uniform(bound), bias_init=nnx.initializers.zeros, rngs=rngs
-                )
+                nnx.Linear(a, b, kernel_init=_uniform(bound), bias_init=bias_init, rngs=rngs)
             )
         self.layers = nnx.List(layers)
 

@@ -41,12 +41,15 @@ RENDERS = ("joint", "separable")
 #: ``"matched"`` (default): each factor's first layer draws its weights with the fan-in of the
 #: joint net's input size ``2 + d`` (SIREN: ``U(+-1/(2 + d))``; MFN filters:
 #: ``U(+-1/sqrt(2 + d))``), so that each keeps the joint net's frequency spectrum on its own
-#: coordinates, and the spatial factor ``psi_S`` has unit scale at initialisation (SIREN: output
-#: bound times ``omega_0``; MFN: output rescaled to unit root mean square on a grid), so that
-#: ``psi_S psi_G`` has the joint kernel's scale. ``"plain"``: each net initialised as a
-#: stand-alone net over its own inputs (before issue 14: ``psi_G`` over one angle is about 3x
-#: rougher than the joint net along it). MLP kernels (``mlp_*``) are initialised the same
-#: either way.
+#: coordinates; a SIREN factor's first-layer biases are drawn as the contribution of the
+#: joint net's inputs it does not see (``w x``, ``x ~ U(-1, 1)``: the joint net's phases; with
+#: zero biases ``psi_G`` is odd in the angle, all its energy varying with it, where 27-45 %
+#: of the joint net's energy at a tap is constant along the angle); and the spatial factor
+#: ``psi_S`` has unit scale at initialisation (SIREN: output bound times ``omega_0``; MFN:
+#: output rescaled to unit root mean square on a grid), so that ``psi_S psi_G`` has the joint
+#: kernel's scale. ``"plain"``: each net initialised as a stand-alone net over its own inputs
+#: (before issue 14: ``psi_G`` over one angle is about 3.5x rougher than the joint net along
+#: it). MLP kernels (``mlp_*``) are initialised the same either way.
 FACTOR_INITS = ("matched", "plain")
 
 
@@ -139,6 +142,7 @@ class KernelSpec:
         hidden: int | None = None,
         first_fan_in: int | None = None,
         unit_output: bool = False,
+        absent_inputs: int = 0,
         rngs: nnx.Rngs,
     ) -> nnx.Module:
         """One net of type :attr:`net`, ``[..., in_features] -> [..., out_features]``, with
@@ -146,13 +150,18 @@ class KernelSpec:
 
         ``first_fan_in`` (SIREN and MFN nets) replaces ``in_features`` as the fan-in of the
         first layer's weight bound; ``unit_output`` (SIREN and MFN nets) initialises the
-        output at unit scale. Both serve the separable factors (:data:`FACTOR_INITS`); an MLP
-        kernel takes neither (``ValueError``)."""
+        output at unit scale; ``absent_inputs`` (SIREN) draws the first layer's biases as the
+        contribution of that many inputs of the joint net that this net does not see. They
+        serve the separable factors (:data:`FACTOR_INITS`); an MLP kernel takes none
+        (``ValueError``), MFN nets no ``absent_inputs`` (their filters already draw random
+        phases)."""
         hidden = self.hidden if hidden is None else hidden
         kw = dict(hidden=hidden, num_layers=self.layers, rngs=rngs)
         if self.net.startswith("mlp_"):
-            if first_fan_in is not None or unit_output:
-                raise ValueError(f"a {self.net!r} kernel net takes no first_fan_in / unit_output")
+            if first_fan_in is not None or unit_output or absent_inputs:
+                raise ValueError(
+                    f"a {self.net!r} kernel net takes no first_fan_in / unit_output / absent_inputs"
+                )
             return MLPKernel(in_features, out_features, activation=self.net[4:], **kw)
         if self.net == "siren":
             gain = self.omega_0 if unit_output else 1.0
@@ -161,9 +170,12 @@ class KernelSpec:
                 out_features,
                 omega_0=self.omega_0,
                 first_fan_in=first_fan_in,
+                first_bias_inputs=absent_inputs,
                 output_gain=gain,
                 **kw,
             )
+        if absent_inputs:
+            raise ValueError(f"a {self.net!r} kernel net takes no absent_inputs")
         kw |= dict(input_scale=self.mfn_input_scale, first_fan_in=first_fan_in)
         kw["unit_output"] = unit_output
         if self.net == "fourier":
@@ -183,6 +195,7 @@ class KernelSpec:
             return self.make_net(joint_inputs, out_features * in_features, rngs=rngs)
         matched = self.factor_init == "matched" and not self.net.startswith("mlp_")
         fan_in = joint_inputs if matched else None
+        siren = matched and self.net == "siren"
         return SeparableKernelNet(
             spatial=self.make_net(
                 2,
@@ -190,10 +203,15 @@ class KernelSpec:
                 hidden=self.spatial_hidden,
                 first_fan_in=fan_in,
                 unit_output=matched,
+                absent_inputs=group_dim if siren else 0,
                 rngs=rngs,
             ),
             group=self.make_net(
-                group_dim, out_features * in_features, first_fan_in=fan_in, rngs=rngs
+                group_dim,
+                out_features * in_features,
+                first_fan_in=fan_in,
+                absent_inputs=2 if siren else 0,
+                rngs=rngs,
             ),
         )
 
