@@ -2,7 +2,8 @@
 # The prepared GPU run (issue 8 item 7): on one H100/H200 within 8 minutes,
 #   1. pip install --no-deps -e .   (nothing else; JAX with CUDA must already be installed),
 #   2. the bench (experiments.bench, batch 64) of t2, se2-8-full, se2-8-partial, se2-16-full,
-#      se2-16-partial, se2-16-partial-half, e2-16-partial in TF32, then in bfloat16,
+#      se2-16-partial, se2-16-partial-half, e2-16-partial in TF32, then in bfloat16; the
+#      separable se2-16 / se2-8 steps with --depthwise=conv and --depthwise=taps,
 #   3. as much of Table 1 (the paper's 300-epoch schedule) on the mnist5k npz as fits,
 #      then the table rendered from whatever finished.
 # Every result is written into the output directory as it comes (bench JSON rewritten after
@@ -98,6 +99,17 @@ run_boxed "$box" "$OUT_DIR/bench_tf32_adaptive.txt" "$PY" -m experiments.bench \
   --configs="${PGCNN_ADAPTIVE_CONFIGS:-se2-16-partial-half,se2-8-partial-half}" \
   --precision=tf32 --execution=adaptive --devices=1 \
   "${BENCH_SIZE[@]}" --json="$OUT_DIR/bench_tf32_adaptive.json" || STATUS=1
+
+# The depthwise convs of separable layers in both formulations (issue 14): cuDNN's grouped
+# conv (the GPU default) against the shifted-tap multiply-adds (the CPU default).
+for dw in conv taps; do
+  box=$(left)
+  [ "$box" -gt $((BUDGET * 5 / 100)) ] && box=$((BUDGET * 5 / 100))
+  run_boxed "$box" "$OUT_DIR/bench_tf32_depthwise_$dw.txt" "$PY" -m experiments.bench \
+    --configs="${PGCNN_SEP_CONFIGS:-se2-16-partial-sep,se2-8-partial-sep}" \
+    --precision=tf32 --depthwise="$dw" --devices=1 \
+    "${BENCH_SIZE[@]}" --json="$OUT_DIR/bench_tf32_depthwise_$dw.json" || STATUS=1
+done
 
 # 3. Table 1 at the paper's schedule on the mnist5k npz, as much as fits.
 if [ "$SMOKE" = "1" ] && [ ! -f "$NPZ" ]; then
