@@ -63,10 +63,14 @@ class Sim2(Group):
     Attributes:
       num_scales: ``S >= 1``, the number of scales.
       scale_base: ``b > 1``, the ratio of consecutive scales.
+      haar_measure: multiply the kernel at scale ``s`` by the Haar factor ``s^-2`` (default);
+        ``False`` leaves it out (an ablation: each scale's kernel then has the same weight per
+        tap, so a larger scale's response grows with its area).
     """
 
     num_scales: int = 2
     scale_base: float = math.sqrt(2.0)
+    haar_measure: bool = True
 
     name = "sim2"
     dim = 2
@@ -83,6 +87,9 @@ class Sim2(Group):
             or b <= 1.0
         ):
             raise ValueError(f"scale_base must be a finite number > 1, got {b!r}")
+        if not isinstance(self.haar_measure, bool | np.bool_):
+            raise ValueError(f"haar_measure must be a bool, got {self.haar_measure!r}")
+        object.__setattr__(self, "haar_measure", bool(self.haar_measure))
         # Normalised values: equal settings give equal (and equally hashed) groups.
         object.__setattr__(self, "num_scales", int(s))
         object.__setattr__(self, "scale_base", float(b))
@@ -132,7 +139,10 @@ class Sim2(Group):
         return jnp.stack([g[..., 0] / math.pi - 1.0, g[..., 1] / span], axis=-1)
 
     def kernel_measure(self, elements: jax.Array) -> jax.Array:
-        """``|det A(u)|^{-1} = e^{-2 l}``, ``[S, N, d] -> [S, N]``."""
+        """``|det A(u)|^{-1} = e^{-2 l}``, ``[S, N, d] -> [S, N]`` (ones without
+        :attr:`haar_measure`)."""
+        if not self.haar_measure:
+            return jnp.ones(jnp.shape(elements)[:-1], jnp.float32)
         return jnp.exp(-2.0 * jnp.asarray(elements)[..., 1])
 
     def kernel_extent(self, num_elements: int) -> float:
