@@ -257,10 +257,21 @@ METRIC_KEYS = {
     "elements",
     "axes",
     "augmentation",
+    "grad_snr",
+    "grad_mean",
     "seconds",
 }
-# Numbers that must agree between an uninterrupted and a resumed run.
-EXACT_METRICS = ("step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "theta")
+# Numbers that must agree between an uninterrupted and a resumed run (the epoch's gradient
+# sums travel in the checkpoint, so grad_mean too).
+EXACT_METRICS = (
+    "step",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "theta",
+    "grad_mean",
+)
 
 
 def test_train_and_evaluate_resumes_exactly(mnist_data, tmp_path):
