@@ -408,3 +408,14 @@ def test_ckresnet_sim2_partial_trains(key):
         s.axes["rotation"]["kept"] * s.axes["scale"]["kept"] for s in subsets
     ]
     assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "kept scale (fraction)"
+
+
+def test_haar_measure_can_be_left_out_for_an_ablation():
+    elements = jnp.array([[[0.0, 0.0], [1.0, 0.5 * np.log(2.0)]]])
+    with_measure = get_group("sim2").kernel_measure(elements)
+    np.testing.assert_allclose(with_measure, [[1.0, 0.5]], rtol=1e-6)  # e^{-2 l}
+    without = get_group("sim2", haar_measure=False)
+    np.testing.assert_array_equal(without.kernel_measure(elements), [[1.0, 1.0]])
+    assert without != get_group("sim2") and hash(without) != hash(get_group("sim2"))
+    with pytest.raises(ValueError, match="haar_measure must be a bool"):
+        get_group("sim2", haar_measure="no")
