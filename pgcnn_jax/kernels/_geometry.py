@@ -31,8 +31,14 @@ def relative_positions(kernel_size: int) -> jax.Array:
     return jnp.asarray(_positions(check_kernel_size(kernel_size)), jnp.float32)
 
 
+def disc_inside(kernel_size: int) -> np.ndarray:
+    """``[k, k]`` NumPy bool mask of taps with Euclidean norm ``<= 1`` (static: usable while
+    tracing, e.g. to choose which taps a depthwise conv adds)."""
+    pos = _positions(check_kernel_size(kernel_size))
+    return np.linalg.norm(pos, axis=-1) <= 1.0 + 1e-6
+
+
 def disc_mask(kernel_size: int) -> jax.Array:
     """``[k, k]`` 0/1 mask of taps with Euclidean norm ``<= 1`` (29 of 49 for 7x7, a 5-tap plus
     for 3x3). Rotations preserve the norm, so one mask serves every sampled element."""
-    pos = _positions(check_kernel_size(kernel_size))
-    return jnp.asarray(np.linalg.norm(pos, axis=-1) <= 1.0 + 1e-6, jnp.float32)
+    return jnp.asarray(disc_inside(kernel_size), jnp.float32)

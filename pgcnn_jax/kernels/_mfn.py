@@ -171,7 +171,15 @@ class _MFN(nnx.Module):
         self.out.kernel[...] = self.out.kernel[...] * scale
         self.out.bias[...] = self.out.bias[...] * scale
 
-    def _build_body(self, hidden: int, out_features: int, num_layers: int, rngs: nnx.Rngs):
+    def _build_body(
+        self,
+        in_features: int,
+        hidden: int,
+        out_features: int,
+        num_layers: int,
+        rngs: nnx.Rngs,
+        unit_output: bool,
+    ):
         w_bound = math.sqrt(1.0 / hidden)
         b_bound = 1.0 / math.sqrt(hidden)
         self.linears = nnx.List(
@@ -187,6 +195,8 @@ class _MFN(nnx.Module):
             ]
         )
         self.out = _torch_linear(hidden, out_features, rngs)
+        if unit_output:
+            self._unit_output(in_features)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         z = self.filters[0](x)
@@ -235,9 +245,7 @@ class FourierNet(_MFN):
                 for _ in range(num_layers + 1)
             ]
         )
-        self._build_body(hidden, out_features, num_layers, rngs)
-        if unit_output:
-            self._unit_output(in_features)
+        self._build_body(in_features, hidden, out_features, num_layers, rngs, unit_output)
 
 
 class GaborNet(_MFN):
@@ -300,9 +308,7 @@ class GaborNet(_MFN):
                 for _ in range(num_layers + 1)
             ]
         )
-        self._build_body(hidden, out_features, num_layers, rngs)
-        if unit_output:
-            self._unit_output(in_features)
+        self._build_body(in_features, hidden, out_features, num_layers, rngs, unit_output)
 
 
 class MAGNet(_MFN):
@@ -365,6 +371,4 @@ class MAGNet(_MFN):
                 for idx in range(num_layers + 1)
             ]
         )
-        self._build_body(hidden, out_features, num_layers, rngs)
-        if unit_output:
-            self._unit_output(in_features)
+        self._build_body(in_features, hidden, out_features, num_layers, rngs, unit_output)

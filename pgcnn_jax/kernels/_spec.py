@@ -176,8 +176,9 @@ class KernelSpec:
             )
         if absent_inputs:
             raise ValueError(f"a {self.net!r} kernel net takes no absent_inputs")
-        kw |= dict(input_scale=self.mfn_input_scale, first_fan_in=first_fan_in)
-        kw["unit_output"] = unit_output
+        kw |= dict(
+            input_scale=self.mfn_input_scale, first_fan_in=first_fan_in, unit_output=unit_output
+        )
         if self.net == "fourier":
             return FourierNet(in_features, out_features, **kw)
         cls = GaborNet if self.net == "gabor" else MAGNet

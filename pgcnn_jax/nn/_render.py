@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgcnn_jax.groups import Group
-from pgcnn_jax.kernels import RENDERS, check_kernel_size
-from pgcnn_jax.kernels._geometry import _positions
+from pgcnn_jax.kernels import RENDERS
+from pgcnn_jax.kernels._geometry import disc_inside
 from pgcnn_jax.nn._functional import (
     _apply_net,
     _conv,
@@ -258,8 +258,7 @@ def depthwise_conv2d(
 
 def disc_taps(kernel_size: int) -> tuple[tuple[int, int], ...]:
     """The ``(i, j)`` taps of :func:`~pgcnn_jax.kernels.disc_mask` (29 of 49 for 7x7)."""
-    pos = np.asarray(_positions(check_kernel_size(kernel_size)))
-    mask = np.linalg.norm(pos, axis=-1) <= 1.0 + 1e-6  # disc_mask's rule, in NumPy (static)
+    mask = disc_inside(kernel_size)
     return tuple((int(i), int(j)) for i, j in zip(*np.nonzero(mask), strict=True))
 
 
