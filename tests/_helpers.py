@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 from absl import flags
+from flax.nnx import Rngs
 
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import TrainConfig
@@ -29,6 +30,19 @@ TINY = ModelConfig(
     block_width_factors=(1.0, 1),
     pool_blocks=(1,),
 )
+# Narrower, with a wider second conv: the adaptive and per-example tests' model.
+TINY_W3 = TINY.replace(width=3, kernel_hidden=6, block_width_factors=(2.0, 1))
+# The model tests' TINY: two blocks with a pool between them, and a three-block G-CNN.
+MODEL_TINY = TINY.replace(num_blocks=2, block_width_factors=(1, 1, 2, 1))
+MODEL_TINY_GCNN = MODEL_TINY.replace(
+    model="gcnn",
+    num_blocks=3,
+    block_width_factors=(1, 1, 2, 2),
+    pool_blocks=(2,),
+    dropout=0.3,
+    dropout_blocks=(2, 3),
+)
+MODEL_RNGS = dict(sample=1, dropout=2)  # the streams of a model call: nnx.Rngs(**MODEL_RNGS)
 # Flags that shrink any CKResNet preset to TINY (a model that compiles in seconds).
 TINY_FLAGS = (
     "--width=4",
@@ -71,6 +85,13 @@ def write_mnist_npz(path, num_train_sixes=8, num_test_sixes=4, seed=0):
         labels=(y_train, y_test),
         seed=seed,
     )
+
+
+def build(config, num_classes=5, in_features=3, seed=0):
+    """``build_model(config, ...)`` with the model tests' defaults (5 classes, 3 channels)."""
+    from pgcnn_jax.models import build_model
+
+    return build_model(config, num_classes=num_classes, in_features=in_features, rngs=Rngs(seed))
 
 
 def tiny_config(data, **kw):

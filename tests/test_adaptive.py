@@ -6,23 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import TINY_W3
 from flax import nnx
 
 import pgcnn_jax as pg
 from pgcnn_jax.models import ModelConfig, build_model, kernel_norm_penalty
 
-TINY = dict(
-    width=3,
-    kernel_hidden=6,
-    kernel_size=3,
-    num_blocks=1,
-    block_width_factors=(2.0, 1),
-    pool_blocks=(1,),
-)
-
 
 def _model(group, n, thetas, mirror=None, **kw):
-    config = ModelConfig(group=group, num_elements=n, **(TINY | kw))
+    config = TINY_W3.replace(group=group, num_elements=n, **kw)
     model = build_model(config, num_classes=3, in_features=2, rngs=nnx.Rngs(0))
     layers = [c for _, c in pg.models.partial_layers(model)]
     for layer, theta in zip(layers, thetas, strict=True):
@@ -176,7 +168,7 @@ def test_stale_size_raises_eagerly_and_poisons_under_jit(key):
 
 def test_sizes_for_masked_layers_and_bad_input():
     det = build_model(
-        ModelConfig(group="se2", num_elements=4, sampling="deterministic", **TINY),
+        TINY_W3.replace(group="se2", num_elements=4, sampling="deterministic"),
         num_classes=3,
         in_features=2,
         rngs=nnx.Rngs(0),
@@ -201,7 +193,7 @@ def test_sizes_for_masked_layers_and_bad_input():
 def test_execution_config():
     with pytest.raises(ValueError, match="unknown execution 'fast'"):
         ModelConfig(execution="fast")
-    config = ModelConfig(group="e2", num_elements=4, execution="adaptive", **TINY)
+    config = TINY_W3.replace(group="e2", num_elements=4, execution="adaptive")
     model = build_model(config, num_classes=3, in_features=2, rngs=nnx.Rngs(0))
     assert pg.nn.active_elements(model) == (4,) * 3  # theta = 1 at the start: all slots
 

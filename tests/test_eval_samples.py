@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _helpers import TINY, TINY_FLAGS, write_npz
+from _helpers import TINY, TINY_FLAGS, write_mnist_npz
 from absl import flags
 from flax import nnx
 
@@ -164,13 +164,8 @@ def test_configs_stored_before_eval_samples_resume_as_one_pass():
 # ----------------------------------------------------------------------------- runs
 
 
-def _write_mnist_npz(path):
-    labels = (np.array([6] * 8 + [1, 2]), np.array([6] * 3 + [0]))
-    return write_npz(path, n_train=10, n_test=4, shape=(28, 28), num_classes=10, labels=labels)
-
-
 def test_cli_eval_samples_flag_and_the_results_fields(tmp_path):
-    data = _write_mnist_npz(tmp_path / "mnist.npz")
+    data = write_mnist_npz(tmp_path / "mnist.npz", num_test_sixes=3)  # 6 test images
     workdir = tmp_path / "run"
     args = [
         "mnist6",

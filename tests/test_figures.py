@@ -12,6 +12,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from _helpers import write_mnist_npz  # tests/ is on sys.path
 from flax import nnx
 
 from experiments import figures
@@ -33,22 +34,6 @@ TINY = dict(
     batch_size=8,
     checkpoint_every_steps=0,
 )
-
-
-def write_mnist_npz(path, seed=0):
-    """Fake plain MNIST (40 train / 20 test, digits 0..9) with 8 / 4 sixes: MNIST6 keeps the
-    sixes and appends their 180-degree copies (16 training images = 2 steps of 8)."""
-    rng = np.random.default_rng(seed)
-    y_train = np.array([6] * 8 + [d for d in range(10) if d != 6] * 3 + [0, 1, 2, 3, 4])
-    y_test = np.array([6] * 4 + [d for d in range(10) if d != 6] + [0, 1, 2, 3, 4, 5, 7])
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (len(y_train), 28, 28), dtype=np.uint8),
-        y_train=rng.permutation(y_train),
-        x_test=rng.integers(0, 256, (len(y_test), 28, 28), dtype=np.uint8),
-        y_test=y_test,
-    )
-    return f"npz:{path}"
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import TINY_W3
 from flax import nnx
 
 import pgcnn_jax as pg
-from pgcnn_jax.models import ModelConfig, build_model, kernel_norm_penalty
+from pgcnn_jax.models import build_model, kernel_norm_penalty
 
-TINY = dict(
-    width=3,
-    kernel_hidden=6,
-    kernel_size=3,
-    num_blocks=1,
-    block_width_factors=(2.0, 1),
-    pool_blocks=(1,),
-    sample_per_batch_element=True,
-)
+TINY = TINY_W3.replace(sample_per_batch_element=True)
 _CONVS = (pg.nn.LiftingConv, pg.nn.GroupConv, pg.nn.PointwiseGroupConv)
 
 
@@ -43,7 +36,7 @@ def _outputs_and_grads(model, x, labels, key):
 
 
 def test_chunked_equals_batched_rendering(key):
-    config = ModelConfig(group="se2", num_elements=4, **TINY)
+    config = TINY.replace(group="se2", num_elements=4)
     chunked = build_model(config, num_classes=3, in_features=2, rngs=nnx.Rngs(0))
     for _, layer in pg.models.partial_layers(chunked):
         layer.theta[...] = jnp.float32(0.6)
@@ -105,7 +98,7 @@ def test_rendered_sets():
 
     chunk = pg.nn.per_example_chunk()
     assert chunk == (1 if jax.default_backend() == "cpu" else 8)
-    config = ModelConfig(**TINY)
+    config = TINY.replace(num_elements=8)  # the default N
     assert rendered_sets(config, 64) == chunk
     assert rendered_sets(config.replace(sample_per_batch_element=False), 64) == 1
     assert rendered_sets(config.replace(kernel="mlp_relu"), 64) == 64

@@ -8,22 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import TINY
 from absl import flags
 from flax import nnx
 
 from pgcnn_jax.models import ModelConfig, build_model
 from pgcnn_jax.nn import CONV_PRECISIONS, GroupConv, LiftingConv, PointwiseGroupConv, conv2d
-
-TINY = dict(
-    group="se2",
-    num_elements=4,
-    width=4,
-    kernel_size=3,
-    kernel_hidden=8,
-    num_blocks=1,
-    block_width_factors=(1.0, 1),
-    pool_blocks=(1,),
-)
 
 
 def _operands(key):
@@ -81,7 +71,7 @@ def test_bfloat16_close_to_float32_forward_and_backward(key):
 
 def test_model_convs_follow_config(key):
     x = jax.random.normal(key, (2, 9, 9, 1))
-    config = ModelConfig(**TINY, precision="bfloat16")
+    config = TINY.replace(precision="bfloat16")
     model = build_model(config, num_classes=3, in_features=1, rngs=nnx.Rngs(0))
     convs = (LiftingConv, GroupConv, PointwiseGroupConv)
     layers = [m for _, m in nnx.iter_graph(model) if isinstance(m, convs)]

@@ -1,9 +1,10 @@
 """experiments/seed_study.py on two tiny finished runs (joint and separable)."""
 
 import json
+import shutil
 
 import pytest
-from _helpers import TINY, tiny_config, write_mnist_npz  # tests/ is on sys.path
+from _helpers import TINY, tiny_config  # tests/ is on sys.path
 
 from experiments import seed_study
 from pgcnn_jax.train import train_and_evaluate
@@ -12,14 +13,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tiny_run, mnist_npz, tmp_path_factory):
+    """The shared tiny run (joint, copied: seed_study caches into it) and a separable one."""
     root = tmp_path_factory.mktemp("seed_study")
-    data = write_mnist_npz(root / "mnist.npz")
-    runs = []
-    for name, model in (("joint", TINY), ("sep", TINY.replace(separable=True))):
-        workdir = str(root / name)
-        train_and_evaluate(tiny_config(data, model=model, epochs=2), workdir, progress=False)
-        runs.append(workdir)
+    runs = [str(shutil.copytree(tiny_run, root / "joint")), str(root / "sep")]
+    model = TINY.replace(separable=True)
+    train_and_evaluate(tiny_config(mnist_npz, model=model, epochs=2), runs[1], progress=False)
     return root, runs
 
 

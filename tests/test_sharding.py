@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import TINY as HELPER_TINY
 from absl import flags
 from flax import nnx
 
 from pgcnn_jax.data import ArrayLoader
-from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import (
     MetricSums,
     StepRunner,
@@ -34,16 +34,7 @@ from pgcnn_jax.train import (
 FLAGS = flags.FLAGS
 
 # A tiny partial SE2 CKResNet with BatchNorm (the default norm) and random sampling.
-TINY = ModelConfig(
-    width=4,
-    kernel_hidden=4,
-    num_elements=2,
-    kernel_size=3,
-    num_blocks=1,
-    block_width_factors=(1.0, 1),
-    pool_blocks=(1,),
-    norm="batch",
-)
+TINY = HELPER_TINY.replace(kernel_hidden=4, num_elements=2, norm="batch")
 CONFIG = TrainConfig(dataset="mnist6_180", model=TINY, batch_size=4, lr=1e-2, scheduler="constant")
 
 
