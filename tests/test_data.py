@@ -17,7 +17,6 @@ from pgcnn_jax.data import (
     rotate_bilinear,
     train_validation_split,
 )
-from pgcnn_jax.data._load import _num_validation
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -140,7 +139,8 @@ def test_derive_mnist6(transform):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (30, 28, 28, 1), dtype=np.uint8)
     labels = np.array([6, 1, 2, 6, 6] * 6)
-    x, y = derive_mnist6(images, labels, transform=transform)
+    task = {"rot180": "mnist6_180", "mirror": "mnist6_m"}[transform]
+    x, y = derive_mnist6(images, labels, transform=pdata.get_dataset(task).transform)
     sixes = images[labels == 6]
     assert x.shape == (36, 28, 28, 1) and x.dtype == np.uint8
     np.testing.assert_array_equal(y, [0] * 18 + [1] * 18)
@@ -151,6 +151,8 @@ def test_derive_mnist6(transform):
     expected, other = (rot180, mirror) if transform == "rot180" else (mirror, rot180)
     np.testing.assert_array_equal(x[18:], expected)
     assert not np.array_equal(x[18:], other)  # negative control
+    with pytest.raises(ValueError, match=f"callable.*'{transform}'"):
+        derive_mnist6(images, labels, transform=transform)  # the old string spelling
 
 
 def test_mnist6_from_npz(mnist_npz):
@@ -315,9 +317,9 @@ def test_normalisation_of_one_pixel(tmp_path):
 
 def test_validation_split(tmp_path, cifar_npz):
     # Production sizes follow from the fractions.
-    assert _num_validation(get_spec("rotmnist"), 12000) == 2000
-    assert _num_validation(get_spec("cifar10"), 50000) == 5000
-    assert _num_validation(get_spec("cifar100"), 50000) == 5000
+    assert pdata.get_dataset("rotmnist").num_validation(12000) == 2000
+    assert pdata.get_dataset("cifar10").num_validation(50000) == 5000
+    assert pdata.get_dataset("cifar100").num_validation(50000) == 5000
     tr, va = train_validation_split(12000, 2000)
     assert (len(tr), len(va)) == (10000, 2000)
     assert np.intersect1d(tr, va).size == 0 and np.union1d(tr, va).size == 12000
