@@ -13,16 +13,14 @@ Adding a dataset is one file with a :class:`Dataset` subclass and a call to
 
 from __future__ import annotations
 
-import abc
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from pgcnn_jax.data._npz import load_npz
 from pgcnn_jax.data._pipeline import ArrayLoader, Loader
+from pgcnn_jax.data._source import Arrays, DatasetSpec, DataSource, Sourced
 
 __all__ = [
     "VALIDATION_SPLIT_SEED",
@@ -41,64 +39,6 @@ __all__ = [
 
 VALIDATION_SPLIT_SEED = 42
 """Seed of the train/validation split, fixed regardless of the run seed (REFERENCE 5.4)."""
-
-Arrays = dict[str, np.ndarray]
-"""``{"x_train": uint8 [N, H, W, C], "y_train": int32 [N], "x_test": ..., "y_test": ...}``."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """What a model and a schedule need to know about a dataset.
-
-    Attributes:
-        name: Registry name, e.g. ``"cifar10"``.
-        image_shape: ``(H, W, C)`` of one image (channels last).
-        num_classes: Number of labels.
-        mean: Per-channel mean subtracted after scaling ``uint8 / 255``.
-        std: Per-channel standard deviation divided after subtracting ``mean``.
-        nominal_train_size: ``DATASET_SIZES`` entry of the original code, used for the
-            learning-rate and Gumbel-temperature schedules (REFERENCE 5.3, 1.7).
-        has_validation: ``False`` where the original uses the test set as validation set
-            (MNIST6-180, MNIST6-M; REFERENCE 5.4).
-        tfds_name: Name of the TFDS builder the data comes from.
-        val_fraction: ``(numerator, denominator)`` of the training set held out as validation
-            set (seed 42) or ``None`` if the source has its own validation split / none, or
-            the derivation draws it (MNIST-scale).
-    """
-
-    name: str
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    nominal_train_size: int
-    has_validation: bool
-    tfds_name: str
-    val_fraction: tuple[int, int] | None
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSource:
-    """Where a dataset's arrays come from: a local ``npz`` archive, else TFDS under
-    ``data_dir`` (``None``: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
-
-    npz: str | None = None
-    data_dir: str | None = None
-
-    @classmethod
-    def parse(cls, data: str | None = None, data_dir: str | os.PathLike | None = None):
-        """The source of ``data`` (``None`` / ``"tfds"`` or ``"npz:PATH"``) and ``data_dir``."""
-        data_dir = None if data_dir is None else os.fspath(data_dir)
-        if data is None or data == "tfds":
-            return cls(None, data_dir)
-        if isinstance(data, str) and data.startswith("npz:") and len(data) > 4:
-            return cls(os.path.expanduser(data[4:]), data_dir)
-        raise ValueError(f"data must be None, 'tfds' or 'npz:PATH', got {data!r}")
-
-    @property
-    def tfds_root(self) -> str:
-        """The TFDS data directory, as the description line names it."""
-        return self.data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,33 +112,22 @@ def train_validation_split(
 
 
 @dataclasses.dataclass(frozen=True)
-class Dataset(abc.ABC):
+class Dataset(Sourced):
     """One dataset (task) behind the protocol every caller uses.
 
     :meth:`load` reads the source arrays (:meth:`source_arrays`), derives the task
     (:meth:`derive`), splits off the validation set (:meth:`split`) and builds the loaders
     (:meth:`loaders`); a subclass overrides the steps that differ. :meth:`describe` is the
-    one-line account of the source (:meth:`describe_tfds` is the TFDS part).
+    one-line account of the source (:meth:`describe_tfds`, abstract, is the TFDS part). The
+    source part (``spec``, ``derived_from``, ``source_classes``) is :class:`Sourced`'s.
 
     Attributes:
-        spec: Its static description.
         augmentations: The training augmentations ``augment=True`` applies (``"crop_flip"``:
             random crop with 4-pixel zero padding and horizontal flip); empty: ``augment`` is
             not supported.
-        derived_from: What the source arrays hold when the task is derived from another
-            dataset (e.g. ``"plain MNIST (10 classes)"``), ``None`` when they hold the task.
-        source_classes: Label count of those source arrays (``None``: ``spec.num_classes``).
     """
 
-    spec: DatasetSpec
-
     augmentations: ClassVar[tuple[str, ...]] = ()
-    derived_from: ClassVar[str | None] = None
-    source_classes: ClassVar[int | None] = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def takes_rot_interval(self) -> bool:
@@ -219,35 +148,6 @@ class Dataset(abc.ABC):
                 f"rot_interval={rot_interval} is not supported by dataset {self.name!r}; "
                 f"datasets that take it: {_supporting(lambda d: d.takes_rot_interval)}"
             )
-
-    # ------------------------------------------------------------------ sources
-
-    def tfds_builder(self, data_dir: str | None) -> Any:
-        """The (unprepared) TFDS builder of the source."""
-        import tensorflow_datasets as tfds
-
-        return tfds.builder(self.spec.tfds_name, data_dir=data_dir)
-
-    def prepared_builder(self, source: DataSource) -> Any:
-        """:meth:`tfds_builder`, downloaded and prepared (fails fast offline)."""
-        from pgcnn_jax.data._tfds import prepare
-
-        return prepare(self.tfds_builder(source.data_dir), self.spec.tfds_name)
-
-    def source_arrays(self, source: DataSource) -> Arrays:
-        """The source's train and test arrays (validated for an ``npz``)."""
-        if source.npz is not None:
-            classes = self.spec.num_classes if self.source_classes is None else self.source_classes
-            return load_npz(source.npz, num_classes=classes, image_shape=self.spec.image_shape)
-        from pgcnn_jax.data._tfds import split_arrays
-
-        builder = self.prepared_builder(source)
-        out = {}
-        for split in ("train", "test"):
-            out[f"x_{split}"], out[f"y_{split}"] = split_arrays(builder, split)
-        return out
-
-    # ------------------------------------------------------------------ derivation, splits
 
     def derive(self, arrays: Arrays, settings: LoadSettings) -> Arrays:
         """The task's arrays made from the source's (default: the source's themselves)."""
@@ -273,8 +173,6 @@ class Dataset(abc.ABC):
         num, den = self.spec.val_fraction
         return (num_examples * num + den // 2) // den
 
-    # ------------------------------------------------------------------ loaders
-
     def loaders(self, parts: Parts, settings: LoadSettings) -> Splits:
         """In-memory loaders (:class:`ArrayLoader`) over ``parts``."""
         norm = {"mean": self.spec.mean, "std": self.spec.std, "batch_size": settings.batch_size}
@@ -293,31 +191,6 @@ class Dataset(abc.ABC):
         arrays = self.derive(self.source_arrays(source), settings)
         return self.loaders(self.split(arrays, settings), settings)
 
-    # ------------------------------------------------------------------ description
-
-    def describe(self, source: DataSource) -> str:
-        """One line saying where the data come from and what is downloaded."""
-        if source.npz is not None:
-            return (
-                f"{self.name}: local npz {source.npz} (keys x_train, y_train, x_test, y_test) "
-                f"holding {self.describe_npz(source.npz)}; nothing is downloaded."
-            )
-        root = source.tfds_root
-        return f"{self.name}: {self.describe_tfds(root)}; prepared under {root}."
-
-    def describe_npz(self, path: str) -> str:
-        """What an ``npz`` source holds."""
-        del path
-        if self.derived_from is not None:
-            return f"{self.derived_from} from which the task is derived"
-        return f"{self.name} itself"
-
-    @abc.abstractmethod
-    def describe_tfds(self, root: str) -> str:
-        """What is downloaded from TFDS (and how big it is) into ``root``."""
-
-
-# ---------------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, Callable[..., Dataset]] = {}
 

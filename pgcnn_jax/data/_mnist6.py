@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pgcnn_jax.data._base import Arrays, Dataset, DatasetSpec, LoadSettings, register_dataset
+from pgcnn_jax.data._base import Dataset, LoadSettings, register_dataset
+from pgcnn_jax.data._source import Arrays, DatasetSpec
 from pgcnn_jax.groups import Group, get_group
 
 __all__ = ["ExactAction", "Mnist6", "derive_mnist6", "rotate_bilinear"]
