@@ -22,30 +22,24 @@ class Cifar(Dataset):
         return f"TFDS '{self.spec.tfds_name}' (~170 MB download)"
 
 
-CIFAR10 = DatasetSpec(
-    name="cifar10",
-    image_shape=(32, 32, 3),
-    num_classes=10,
-    # ImageNet statistics, as in the original (REFERENCE 6).
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
-    nominal_train_size=45000,
-    has_validation=True,
-    tfds_name="cifar10",
-    val_fraction=(1, 10),  # 50000 -> 45000 / 5000
-)
-CIFAR100 = DatasetSpec(
-    name="cifar100",
-    image_shape=(32, 32, 3),
-    num_classes=100,
-    # CIFAR-10 statistics, as in the original (REFERENCE 6).
-    mean=(0.49137, 0.48235, 0.44667),
-    std=(0.24706, 0.24353, 0.26157),
-    nominal_train_size=45000,
-    has_validation=True,
-    tfds_name="cifar100",
-    val_fraction=(1, 10),
-)
+def _spec(name: str, num_classes: int, mean: tuple, std: tuple) -> DatasetSpec:
+    return DatasetSpec(
+        name=name,
+        image_shape=(32, 32, 3),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        nominal_train_size=45000,
+        has_validation=True,
+        tfds_name=name,
+        val_fraction=(1, 10),  # 50000 -> 45000 / 5000
+    )
+
+
+# ImageNet statistics for CIFAR-10, CIFAR-10 statistics for CIFAR-100, as in the original
+# (REFERENCE 6).
+CIFAR10 = _spec("cifar10", 10, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CIFAR100 = _spec("cifar100", 100, (0.49137, 0.48235, 0.44667), (0.24706, 0.24353, 0.26157))
 
 register_dataset("cifar10", lambda: Cifar(CIFAR10))
 register_dataset("cifar100", lambda: Cifar(CIFAR100))
