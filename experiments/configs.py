@@ -256,13 +256,19 @@ class _CkData(NamedTuple):
     # RotMNIST's: pooling after blocks 1 and 2, a 1x1 final map, SE2 partial runs with the
     # monotonic loss instead of a separate lr_probs
     rotmnist_recipe: bool = False
-    augerino_e2_note: str = ""
+    # (variant, notes) pairs
+    variant_notes: tuple[tuple[str, str], ...] = ()
 
 
 _CK_DATA = {
     "rotmnist": _CkData(weight_decay=0.0, rotmnist_recipe=True),
     "cifar10": _CkData(
-        augerino_e2_note="the release's command uses SE2 here (a copy of row 19, d.6); we use E2"
+        variant_notes=(
+            (
+                "e2-augerino",
+                "the release's command uses SE2 here (a copy of row 19, d.6); we use E2",
+            ),
+        )
     ),
     "cifar100": _CkData(),
     "pcam": _CkData(epochs=30),
@@ -317,8 +323,7 @@ def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
             notes = "plain G-CNN: the release's MLP-readout / T(2)-head flags dropped (d.5)"
     elif kind == "augerino":
         model_kw.update(model="augerino_ckresnet", **AUGERINO)
-        if group == "e2":
-            notes = _CK_DATA[dataset].augerino_e2_note
+        notes = dict(_CK_DATA[dataset].variant_notes).get(variant, notes)
     return _ck_train(dataset, _ckresnet(**model_kw), **train_kw), notes
 
 

@@ -67,7 +67,7 @@ def test_supported_settings_are_the_papers():
 
 
 def test_registry_errors(registry):
-    with pytest.raises(ValueError, match="Unknown dataset 'stl10'; expected one of mnist6_180"):
+    with pytest.raises(ValueError, match="Unknown dataset 'stl10'; expected one of .*mnist6_180"):
         pdata.get_dataset("stl10")
     with pytest.raises(ValueError, match=r"Unknown dataset \['cifar10'\]"):
         pdata.get_dataset(["cifar10"])
