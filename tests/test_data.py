@@ -17,6 +17,8 @@ from pgcnn_jax.data import (
     rotate_bilinear,
     train_validation_split,
 )
+from pgcnn_jax.models import ModelConfig
+from pgcnn_jax.train import TrainConfig
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -184,6 +186,18 @@ def test_mnist6_rot_interval(mnist_npz):
         load_dataset("mnist6_m", data=mnist_npz, batch_size=4, rot_interval=10.0)
     with pytest.raises(ValueError, match="-5"):
         load_dataset("mnist6_180", data=mnist_npz, batch_size=4, rot_interval=-5)
+
+
+def test_load_splits_reads_the_run_settings(mnist_npz):
+    config = TrainConfig(
+        dataset="mnist6_180", model=ModelConfig(), batch_size=4, seed=2, rot_interval=30.0
+    )
+    a = pdata.load_splits(config, data=mnist_npz)  # another source than the config's (TFDS)
+    b = load_dataset("mnist6_180", data=mnist_npz, batch_size=4, seed=2, rot_interval=30.0)
+    np.testing.assert_array_equal(a.train.images, b.train.images)
+    assert a.train.order(0).tolist() == b.train.order(0).tolist() and a.spec == b.spec
+    same = pdata.load_splits(config.replace(data=mnist_npz))
+    np.testing.assert_array_equal(same.test.images, a.test.images)
 
 
 # ----------------------------------------------------------------------------- npz validation
