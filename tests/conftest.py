@@ -15,7 +15,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
-from _helpers import tiny_config, write_mnist_npz  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -38,6 +37,8 @@ def key(request):
 @pytest.fixture(scope="session")
 def mnist_npz(tmp_path_factory):
     """The ``npz:`` spec of ``write_mnist_npz``'s fake MNIST (MNIST6-180: 16 training images)."""
+    from _helpers import write_mnist_npz  # (here: test_correctness runs this file on its own)
+
     return write_mnist_npz(tmp_path_factory.mktemp("mnist") / "mnist.npz")
 
 
@@ -46,6 +47,8 @@ def tiny_run(mnist_npz, tmp_path_factory):
     """The directory of one finished ``tiny_config`` run (2 epochs of 4 steps), trained once per
     worker: read it, do not write into it (``tiny_run_copy`` is a copy to write into)."""
     workdir = tmp_path_factory.mktemp("tiny_run") / "run"
+    from _helpers import tiny_config
+
     from pgcnn_jax.train import train_and_evaluate
 
     train_and_evaluate(tiny_config(mnist_npz), workdir, progress=False)
