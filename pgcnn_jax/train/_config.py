@@ -8,6 +8,7 @@ from typing import Any
 
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.models import ModelConfig
+from pgcnn_jax.train._specs import check_samples
 
 __all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences"]
 
@@ -131,8 +132,7 @@ class TrainConfig:
             )
         if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
             raise ValueError(f"max_steps must be None or a positive int, got {self.max_steps!r}")
-        if not _is_int(self.eval_samples) or self.eval_samples < 1:
-            raise ValueError(f"eval_samples must be a positive int, got {self.eval_samples!r}")
+        check_samples("eval_samples", self.eval_samples)
         if self.devices is not None:
             if not _is_int(self.devices) or self.devices < 1:
                 raise ValueError(f"devices must be None or a positive int, got {self.devices!r}")
