@@ -222,9 +222,9 @@ def eval_step(
 
     Evaluation samples group elements like the reference (REFERENCE 1.8): one stochastic
     forward per batch with keys derived from ``key``. The loss includes the penalties of
-    ``objective`` as training does (REFERENCE 5.1), so validation losses are comparable for tie-breaking. An
-    optional ``batch["mask"]`` marks the real examples of a padded last batch (padding keeps
-    one compiled shape; in eval mode examples do not interact). State changes of the forward
+    ``objective`` as training does (REFERENCE 5.1), so validation losses are comparable for
+    tie-breaking. An optional ``batch["mask"]`` marks the real examples of a padded last batch
+    (padding keeps one compiled shape; in eval mode examples do not interact). State changes of the forward
     (recorded kernel norms) are discarded. ``mesh`` as in :func:`train_step`.
     """
     graphdef, state = nnx.split(model)
