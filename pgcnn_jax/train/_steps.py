@@ -224,8 +224,8 @@ def eval_step(
     forward per batch with keys derived from ``key``. The loss includes the penalties of
     ``objective`` as training does (REFERENCE 5.1), so validation losses are comparable for
     tie-breaking. An optional ``batch["mask"]`` marks the real examples of a padded last batch
-    (padding keeps one compiled shape; in eval mode examples do not interact). State changes of the forward
-    (recorded kernel norms) are discarded. ``mesh`` as in :func:`train_step`.
+    (padding keeps one compiled shape; in eval mode examples do not interact). State changes
+    of the forward (recorded kernel norms) are discarded. ``mesh`` as in :func:`train_step`.
     """
     graphdef, state = nnx.split(model)
     return eval_state(graphdef, state, batch, key, objective=objective, mesh=mesh)
