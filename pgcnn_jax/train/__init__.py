@@ -9,7 +9,13 @@ and ``results.json`` (:class:`RunResults`) under ``workdir`` (a :class:`RunDir`)
 """
 
 from pgcnn_jax.train._checkpoint import Checkpoints
-from pgcnn_jax.train._config import RESUMABLE_KEYS, SCHEDULERS, TrainConfig, config_differences
+from pgcnn_jax.train._config import (
+    RESUMABLE_KEYS,
+    SCHEDULERS,
+    TrainConfig,
+    config_differences,
+    flat_config,
+)
 from pgcnn_jax.train._errors import TrainingDiverged, WorkdirLocked
 from pgcnn_jax.train._evaluate import EvalSums, evaluate
 from pgcnn_jax.train._lock import lock_workdir
@@ -79,6 +85,7 @@ __all__ = [
     "evaluate_run",
     "grad_snr_by_layer",
     "example_keys",
+    "flat_config",
     "layer_summary",
     "learning_rate_schedule",
     "lock_workdir",

@@ -10,14 +10,16 @@ from pgcnn_jax.data import get_spec
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train._specs import check_samples
 
-__all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences"]
+__all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences", "flat_config"]
 
 SCHEDULERS = ("cosine", "constant")
 
-# Keys that may change between a run and its resumption: they do not change any number the
-# run computes (where the data lives, when the run pauses, how often it checkpoints, over
-# how many devices the batch is split: up to float rounding of the batch reductions; whether
-# partial layers run masked or adaptive: the same numbers to float rounding).
+# Keys that may change between a run and its resumption, and that a table does not list as a
+# modification of a run (the one list of "keys that do not change results"): they do not
+# change any number the run computes (where the data lives, when the run pauses, how often it
+# checkpoints, over how many devices the batch is split: up to float rounding of the batch
+# reductions; whether partial layers run masked or adaptive: the same numbers to float
+# rounding).
 # ``max_steps`` only decides where a run stops; continuing with a larger value follows the
 # very same trajectory as a run that never stopped.
 RESUMABLE_KEYS = (
@@ -246,6 +248,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def flat_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A :meth:`TrainConfig.to_dict` (or ``config.json``) with dotted keys:
+    ``{"lr": ..., "model.width": ..., ...}``."""
+    return _flatten(d)
 
 
 def config_differences(stored: dict[str, Any], current: TrainConfig) -> list[str]:

@@ -4,8 +4,8 @@
 On disk both are flat JSON objects (the format every version wrote): the parts the two share
 (:class:`LayerStats`, the learned subsets; :class:`TestScores`, a test pass) are spliced into
 the parent object. :meth:`from_dict` reads what older versions wrote: a key they did not
-write yet reads as ``None``, a key this version does not know is kept in ``extra`` and written
-back unchanged.
+write yet reads as its field's default (mostly ``None``), a key this version does not know is
+kept in ``extra`` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["EpochRecord", "LayerStats", "RunResults", "TestScores"]
 
 def _nested(cls: type) -> Any:
     """A field holding a record whose keys are spliced into its parent's JSON object."""
-    return dataclasses.field(default=None, metadata={"nested": cls})
+    return dataclasses.field(default_factory=cls, metadata={"nested": cls})
 
 
 class _Record:
@@ -38,27 +38,24 @@ class _Record:
             if f.name == "extra":
                 continue
             if "nested" in f.metadata:
-                out.update(value.to_dict() if value is not None else {})
+                out.update(value.to_dict())
             elif f.name not in self.FLAGS or value:
                 out[f.name] = value
         return out | dict(getattr(self, "extra", None) or {})
 
     @classmethod
     def _take(cls, d: dict[str, Any]) -> dict[str, Any]:
-        """The constructor arguments from ``d``, removing the keys used from ``d``."""
+        """The constructor arguments from ``d`` (an absent key: the field's default),
+        removing the keys used from ``d``."""
         missing = [k for k in cls.REQUIRED if k not in d]
         if missing:
             raise ValueError(f"a {cls.__name__} needs the key(s) {missing}")
         kwargs = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
             if "nested" in f.metadata:
                 kwargs[f.name] = f.metadata["nested"]._from(d)
-            elif f.name in cls.FLAGS:
-                kwargs[f.name] = bool(d.pop(f.name, False))
-            else:
-                kwargs[f.name] = d.pop(f.name, None)
+            elif f.name != "extra" and f.name in d:
+                kwargs[f.name] = d.pop(f.name)
         return kwargs
 
     @classmethod
@@ -106,8 +103,6 @@ class TestScores(_Record):
     """A test pass (``test_accuracy``: of the mean softmax of ``eval_samples`` passes; ``test_
     accuracies``: of each single pass)."""
 
-    REQUIRED: ClassVar[tuple[str, ...]] = ("test_accuracy",)
-
     test_accuracy: float | None = None
     test_accuracies: list[float] | None = None
     eval_samples: int | None = None
@@ -149,7 +144,7 @@ class EpochRecord(_Record):
     best_epoch: int | None = None
     lr: float | None = None
     lr_probs: float | None = None
-    stats: LayerStats | None = _nested(LayerStats)
+    stats: LayerStats = _nested(LayerStats)
     grad_snr: list | None = None
     grad_mean: list | None = None
     seconds: float | None = None
@@ -166,9 +161,7 @@ class RunResults(_Record):
     sessions; ``session_start_step`` / ``session_seconds``: where the last session started and
     how long it ran."""
 
-    REQUIRED: ClassVar[tuple[str, ...]] = ("config",)
-
-    test: TestScores | None = _nested(TestScores)
+    test: TestScores = _nested(TestScores)
     best_val_accuracy: float | None = None
     best_val_loss: float | None = None
     best_epoch: int | None = None
@@ -177,7 +170,7 @@ class RunResults(_Record):
     stop_reason: str | None = None
     num_params: int | None = None
     layers: list[str] | None = None
-    stats: LayerStats | None = _nested(LayerStats)
+    stats: LayerStats = _nested(LayerStats)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     device: Any = None
     num_devices: int | None = None

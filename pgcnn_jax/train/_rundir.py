@@ -8,10 +8,9 @@ Layout::
     checkpoints/     "latest" and "best" (:class:`~pgcnn_jax.train.Checkpoints`)
     .lock            held while a process trains here (:func:`~pgcnn_jax.train.lock_workdir`)
 
-Reading (:meth:`RunDir.read_config`, :meth:`RunDir.read_results`,
-:meth:`RunDir.read_epochs`) takes no lock. Training opens the directory once per run
-(:meth:`RunDir.open`): the lock is taken, the model's memory and the stored config are
-checked, and every write goes through the opened object.
+Reading (:class:`RunFiles`, which a :class:`RunDir` is) takes no lock. Training opens the
+directory once per run (:meth:`RunDir.open`): the lock is taken, the model's memory and the
+stored config are checked, and every write goes through the opened object.
 """
 
 from __future__ import annotations
@@ -30,26 +29,25 @@ from pgcnn_jax.train._metrics import MetricsLog, write_json
 from pgcnn_jax.train._records import EpochRecord, RunResults
 from pgcnn_jax.train._selection import LoopState
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "RESULTS_FILE", "RunDir", "check_workdir"]
+__all__ = ["CONFIG_FILE", "METRICS_FILE", "RESULTS_FILE", "RunDir", "RunFiles", "check_workdir"]
 
 CONFIG_FILE, METRICS_FILE, RESULTS_FILE = "config.json", "metrics.jsonl", "results.json"
 
 
-class RunDir:
-    """The work directory ``path`` of one run (nothing is touched on construction)."""
+class RunFiles:
+    """The files of the run directory ``path``, read without a lock (nothing is touched on
+    construction)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self.config: TrainConfig | None = None  # set while opened (:meth:`open`)
         self.log = MetricsLog(self.file(METRICS_FILE))
 
     def __repr__(self) -> str:
-        return f"RunDir({self.path!r})"
+        return f"{type(self).__name__}({self.path!r})"
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    # ------------------------------------------------------------------ reading
     def read_config(self) -> TrainConfig:
         """The :class:`TrainConfig` of ``config.json``; ``ValueError`` when the directory or
         the file is missing or unreadable."""
@@ -65,16 +63,13 @@ class RunDir:
             raise ValueError(f"cannot read {path}: {err}") from None
 
     def read_results(self) -> RunResults | None:
-        """``results.json`` (``None`` when the run has not written it); ``ValueError`` when
-        it cannot be read."""
+        """``results.json`` (``None`` when the run has not written it). Raises ``OSError`` or
+        ``ValueError`` (``json.JSONDecodeError``: a damaged file) when it cannot be read."""
         path = self.file(RESULTS_FILE)
         if not os.path.exists(path):
             return None
-        try:
-            with open(path) as f:
-                return RunResults.from_dict(json.load(f))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+        with open(path) as f:
+            return RunResults.from_dict(json.load(f))
 
     def read_epochs(self, *, partial: bool = True) -> list[EpochRecord]:
         """The records of ``metrics.jsonl`` (a line cut by a kill and what follows are
@@ -82,14 +77,20 @@ class RunDir:
         records = [EpochRecord.from_dict(r) for r in self.log.read()]
         return [r for r in records if partial or not r.partial_epoch]
 
-    # ------------------------------------------------------------------ training
+
+class RunDir(RunFiles):
+    """A run directory: :class:`RunFiles` plus, once opened for a config (:meth:`open`), the
+    writes of a run (``config.json``, ``metrics.jsonl``, ``results.json``, checkpoints)."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path)
+        self.config: TrainConfig | None = None  # set while opened
+
     @contextlib.contextmanager
     def open(self, config: TrainConfig) -> Iterator[RunDir]:
-        """Holds the directory for a run of ``config`` for the ``with`` block: checks once
-        that the model's kernel rendering fits in memory
-        (:func:`~pgcnn_jax.models.check_kernel_memory`, with the element sets of
-        :func:`~pgcnn_jax.models.rendered_sets` per forward), takes the workdir lock once
-        and refuses checkpoints of another config. Nothing is written.
+        """Holds the directory for a run of ``config`` for the ``with`` block, checking once
+        that the model fits in memory (:func:`_check_memory`), then taking the lock and
+        refusing checkpoints of another config. Nothing is written.
 
         Raises:
           ValueError: the model does not fit, or the directory holds checkpoints of another
@@ -100,33 +101,14 @@ class RunDir:
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
         if self.config is not None:
             raise ValueError(f"{self!r} is already open")
-        check_kernel_memory(
-            config.model,
-            in_features=get_spec(config.dataset).image_shape[-1],
-            num_samples=rendered_sets(config.model, config.batch_size),
-        )
+        _check_memory(config)
         with lock_workdir(self.path):
-            self._check(config)
+            _refuse_another_config(self, config)
             self.config = config
             try:
                 yield self
             finally:
                 self.config = None
-
-    def _check(self, config: TrainConfig) -> None:
-        if not Checkpoints.exists(self.path):
-            return
-        path = self.file(CONFIG_FILE)
-        if not os.path.exists(path):
-            raise ValueError(f"workdir {self.path!r} holds checkpoints but no {CONFIG_FILE}")
-        with open(path) as f:
-            stored = json.load(f)
-        diff = config_differences(stored, config)
-        if diff:
-            raise ValueError(
-                f"workdir {self.path!r} holds a run with a different config (differing: "
-                f"{', '.join(diff)}); use another workdir or delete this one"
-            )
 
     def _held(self) -> TrainConfig:
         if self.config is None:
@@ -134,8 +116,7 @@ class RunDir:
         return self.config
 
     def finished(self) -> RunResults | None:
-        """The results of a run whose training is done (``None`` when it is not, or when
-        ``results.json`` is missing)."""
+        """The results of a finished run (``None``: training not done or no results)."""
         loop = Checkpoints.latest_loop(self.path)
         if loop is None or not LoopState(**loop).training_done(self._held()):
             return None
@@ -168,7 +149,7 @@ class RunDir:
         self.log.append(record.to_dict())
 
     def keep_epochs(self, num_epochs: int) -> None:
-        """Keeps the lines of epochs ``< num_epochs`` (those a resumed run will not redo)."""
+        """Keeps the lines of epochs ``< num_epochs`` (those a resumed run does not redo)."""
         self._held()
         self.log.truncate(num_epochs)
 
@@ -187,3 +168,32 @@ def check_workdir(config: TrainConfig, workdir: str, *, record: bool = True) -> 
     with RunDir(workdir).open(config) as run_dir:
         if record:
             run_dir.record()
+
+
+def _check_memory(config: TrainConfig) -> None:
+    """Refuses a model whose kernel rendering cannot fit in memory
+    (:func:`~pgcnn_jax.models.check_kernel_memory`, with the element sets of
+    :func:`~pgcnn_jax.models.rendered_sets` per forward)."""
+    check_kernel_memory(
+        config.model,
+        in_features=get_spec(config.dataset).image_shape[-1],
+        num_samples=rendered_sets(config.model, config.batch_size),
+    )
+
+
+def _refuse_another_config(files: RunFiles, config: TrainConfig) -> None:
+    """``ValueError`` when ``files`` holds checkpoints of another config (or without a
+    ``config.json``)."""
+    if not Checkpoints.exists(files.path):
+        return
+    path = files.file(CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"workdir {files.path!r} holds checkpoints but no {CONFIG_FILE}")
+    with open(path) as f:
+        stored = json.load(f)
+    diff = config_differences(stored, config)
+    if diff:
+        raise ValueError(
+            f"workdir {files.path!r} holds a run with a different config (differing: "
+            f"{', '.join(diff)}); use another workdir or delete this one"
+        )
