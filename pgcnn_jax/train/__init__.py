@@ -25,11 +25,11 @@ from pgcnn_jax.train._metrics import MetricsLog, MetricSums
 from pgcnn_jax.train._records import EpochRecord, LayerStats, RunResults, TestScores
 from pgcnn_jax.train._restore import CHECKPOINT_KINDS, load_run, load_run_config
 from pgcnn_jax.train._retest import evaluate_run
-from pgcnn_jax.train._rundir import RunDir, check_workdir
+from pgcnn_jax.train._rundir import RunDir, RunFiles, check_workdir
 from pgcnn_jax.train._sampled import example_keys, sampled_log_probs
 from pgcnn_jax.train._schedule import learning_rate_schedule, schedule_for
 from pgcnn_jax.train._selection import LoopState
-from pgcnn_jax.train._specs import EvalSettings, Objective
+from pgcnn_jax.train._specs import EvalSettings, Objective, check_samples
 from pgcnn_jax.train._state import (
     MAIN_LABEL,
     PROBS_LABEL,
@@ -67,12 +67,14 @@ __all__ = [
     "MetricsLog",
     "Objective",
     "RunDir",
+    "RunFiles",
     "RunResults",
     "TestScores",
     "TrainConfig",
     "TrainingDiverged",
     "WorkdirLocked",
     "check_devices",
+    "check_samples",
     "check_workdir",
     "config_differences",
     "create_model",
