@@ -29,7 +29,7 @@ from pgcnn_jax.train._evaluate import evaluate
 from pgcnn_jax.train._mesh import data_mesh, replicated
 from pgcnn_jax.train._metrics import MetricSums
 from pgcnn_jax.train._records import EpochRecord, LayerStats, RunResults, TestScores
-from pgcnn_jax.train._rundir import RunDir
+from pgcnn_jax.train._rundir import RESULTS_FILE, RunDir
 from pgcnn_jax.train._schedule import schedule_for
 from pgcnn_jax.train._selection import select
 from pgcnn_jax.train._specs import EvalSettings
@@ -83,8 +83,7 @@ def train_and_evaluate(
     Resumable: started again with the same config in the same ``workdir`` it continues from
     the latest checkpoint (mid-epoch included) and ends with the same numbers as an
     uninterrupted run; a finished run returns its stored ``results.json``. Config keys other
-    than ``data_dir``, ``max_steps``, ``checkpoint_every_steps`` and ``devices`` must match (else
-    ``ValueError`` naming them).
+    than :data:`~pgcnn_jax.train.RESUMABLE_KEYS` must match (else ``ValueError`` naming them).
 
     A run stopped by ``max_steps`` inside an epoch validates that partial epoch (a
     ``metrics.jsonl`` line marked ``"partial_epoch": true``; the best checkpoint while no epoch
@@ -125,7 +124,7 @@ def _train(config: TrainConfig, run_dir: RunDir, progress: bool) -> dict:
     say = _Printer(progress)
     done = run_dir.finished()
     if done is not None:
-        say(f"{run_dir.path}: run already finished; returning {run_dir.file('results.json')}")
+        say(f"{run_dir.path}: run already finished; returning {run_dir.file(RESULTS_FILE)}")
         return done.to_dict()
     splits = load_dataset(
         config.dataset,
