@@ -21,7 +21,7 @@ import jax
 from flax import nnx
 from tqdm import tqdm
 
-from pgcnn_jax.data import load_dataset
+from pgcnn_jax.data import load_splits
 from pgcnn_jax.models import count_params
 from pgcnn_jax.nn import set_gumbel_horizon, update_adaptive
 from pgcnn_jax.train._config import TrainConfig
@@ -126,15 +126,7 @@ def _train(config: TrainConfig, run_dir: RunDir, progress: bool) -> dict:
     if done is not None:
         say(f"{run_dir.path}: run already finished; returning {run_dir.file(RESULTS_FILE)}")
         return done.to_dict()
-    splits = load_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        data=config.data,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        augment=config.augment,
-        rot_interval=config.rot_interval,
-    )
+    splits = load_splits(config)
     parts = _build(config, splits)
     run_dir.record()
     with run_dir.checkpoints() as ckpt:  # closed (a save in flight waited for) at the end

@@ -6,7 +6,7 @@ import datetime
 import os
 from typing import Any
 
-from pgcnn_jax.data import load_dataset
+from pgcnn_jax.data import load_splits
 from pgcnn_jax.train._evaluate import evaluate
 from pgcnn_jax.train._records import TestScores
 from pgcnn_jax.train._restore import load_run
@@ -48,15 +48,7 @@ def evaluate_run(
     """
     model, config = load_run(workdir, which=which)
     settings = EvalSettings.of(config, samples=eval_samples)
-    splits = load_dataset(
-        config.dataset,
-        data_dir=config.data_dir if data_dir is None else data_dir,
-        data=config.data if data is None else data,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        augment=config.augment,
-        rot_interval=config.rot_interval,
-    )
+    splits = load_splits(config, data=data, data_dir=data_dir)
     test = evaluate(model, splits.test, root_key(config.seed, TEST_SALT), settings)
     return (
         {"workdir": os.path.abspath(os.fspath(workdir)), "which": which}
