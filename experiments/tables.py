@@ -35,6 +35,7 @@ from absl import flags
 from experiments._flagset import parse_or_help, print_error
 from experiments._tables_grid import TABLES, Cell, TableSpec, cells
 from experiments.configs import CLI_OF_DATASET, PRESETS, get_preset
+from pgcnn_jax.train import upgrade_config_dict
 
 __all__ = [
     "DONE",
@@ -162,7 +163,7 @@ def _want(cell: Cell, seed: int, epochs: int | None, max_steps: int | None) -> d
         "max_steps": max_steps,
         "seed": seed,
         "num_elements": cell.elems,
-        "kernel": cell.kernel or config.model.kernel,
+        "kernel": cell.kernel or config.model.kernel.net,
         "dataset": config.dataset,
     }
 
@@ -180,17 +181,17 @@ def run_status(
     try:
         with open(path) as f:
             results = json.load(f)
-        config = results["config"]
+        config = upgrade_config_dict(results["config"])  # older config.json forms too
         float(results["test_accuracy"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         return RunStatus(TODO, f"unreadable {RESULTS_FILE} ({type(err).__name__})")
-    model = config.get("model", {})
+    model = config["model"]
     have = {
         "epochs": config.get("epochs"),
         "max_steps": config.get("max_steps"),
         "seed": config.get("seed", seed),
         "num_elements": model.get("num_elements", cell.elems),
-        "kernel": model.get("kernel", _want(cell, seed, epochs, max_steps)["kernel"]),
+        "kernel": model["kernel"]["net"],
         "dataset": config.get("dataset", cell.dataset),
     }
     want = _want(cell, seed, epochs, max_steps)
@@ -228,7 +229,7 @@ def config_changes(cell: Cell, stored: dict[str, Any], want: dict[str, Any]) -> 
         seed=want["seed"],
         epochs=want["epochs"],
     ).to_dict()
-    exp, got = _flat(expected), _flat(stored)
+    exp, got = _flat(expected), _flat(upgrade_config_dict(stored))
     return [
         f"{k}={got.get(k)!r} (preset: {exp.get(k)!r})"
         for k in sorted(set(exp) | set(got))

@@ -8,7 +8,13 @@
 """
 
 from pgcnn_jax.train._checkpoint import Checkpoints
-from pgcnn_jax.train._config import RESUMABLE_KEYS, SCHEDULERS, TrainConfig, config_differences
+from pgcnn_jax.train._config import (
+    RESUMABLE_KEYS,
+    SCHEDULERS,
+    TrainConfig,
+    config_differences,
+    upgrade_config_dict,
+)
 from pgcnn_jax.train._errors import TrainingDiverged, WorkdirLocked
 from pgcnn_jax.train._lock import lock_workdir
 from pgcnn_jax.train._loop import (
@@ -63,6 +69,7 @@ __all__ = [
     "check_devices",
     "check_workdir",
     "config_differences",
+    "upgrade_config_dict",
     "create_model",
     "create_optimizer",
     "data_mesh",
