@@ -72,28 +72,32 @@ def _check_gamma_args(alpha: float, beta: float) -> None:
 
 
 class _MFN(nnx.Module):
-    """Shared body: filters, hidden linears and the output linear."""
+    """Shared body: ``L + 1`` filters (:meth:`_make_filter`), the hidden linears and the
+    output linear; ``filter_settings`` go to :meth:`_make_filter`."""
 
-    def _build(
+    def __init__(
         self,
-        make_filter,
         in_features: int,
         out_features: int,
         *,
-        hidden: int,
-        num_layers: int,
-        input_scale: float,
-        first_fan_in: int | None,
-        unit_output: bool,
+        hidden: int = 32,
+        num_layers: int = 3,
+        input_scale: float = 256.0,
+        first_fan_in: int | None = None,
+        unit_output: bool = False,
         rngs: nnx.Rngs,
-    ) -> None:
-        """Builds the ``L + 1`` filters ``make_filter(l, scale, fan_in)`` (``scale``: the
-        filter frequency scale ``input_scale / sqrt(L + 1)``), the hidden linears and the
-        output linear; ``unit_output`` then rescales the output (:meth:`_unit_output`)."""
+        **filter_settings,
+    ):
         _check_args(in_features, out_features, hidden, num_layers)
         fan_in = _fan_in(in_features, first_fan_in)
         scale = input_scale / math.sqrt(num_layers + 1)
-        self.filters = nnx.List([make_filter(i, scale, fan_in) for i in range(num_layers + 1)])
+        filter_kw = dict(scale=scale, fan_in=fan_in, num_layers=num_layers, rngs=rngs)
+        self.filters = nnx.List(
+            [
+                self._make_filter(i, in_features, hidden, **filter_kw, **filter_settings)
+                for i in range(num_layers + 1)
+            ]
+        )
         w_bound = math.sqrt(1.0 / hidden)
         b_bound = 1.0 / math.sqrt(hidden)
         self.linears = nnx.List(
@@ -111,6 +115,11 @@ class _MFN(nnx.Module):
         self.out = torch_linear(hidden, out_features, rngs)
         if unit_output:
             self._unit_output(in_features)
+
+    def _make_filter(self, index, in_features, hidden, *, scale, fan_in, num_layers, rngs):
+        """Filter ``g_index`` (``scale``: the filter frequency scale ``input_scale /
+        sqrt(L + 1)``; ``fan_in``: of the ``W`` bound)."""
+        raise NotImplementedError
 
     def _unit_output(self, in_features: int) -> None:
         """Rescales the output linear (weights and bias) so that the output's root mean square
@@ -147,36 +156,12 @@ class FourierNet(_MFN):
         ValueError: If a size is < 1.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        hidden: int = 32,
-        num_layers: int = 3,
-        input_scale: float = 256.0,
-        first_fan_in: int | None = None,
-        unit_output: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        def make_filter(index: int, scale: float, fan_in: int) -> nnx.Module:
-            return _FourierFilter(in_features, hidden, scale=scale, fan_in=fan_in, rngs=rngs)
-
-        self._build(
-            make_filter,
-            in_features,
-            out_features,
-            hidden=hidden,
-            num_layers=num_layers,
-            input_scale=input_scale,
-            first_fan_in=first_fan_in,
-            unit_output=unit_output,
-            rngs=rngs,
-        )
+    def _make_filter(self, index, in_features, hidden, *, scale, fan_in, num_layers, rngs):
+        return _FourierFilter(in_features, hidden, scale=scale, fan_in=fan_in, rngs=rngs)
 
 
 class _GaborMFN(_MFN):
-    """Shared constructor of :class:`GaborNet` and :class:`MAGNet`: Gabor filters, isotropic
+    """Shared filters of :class:`GaborNet` and :class:`MAGNet`: Gabor filters, isotropic
     or not (:attr:`_ANISOTROPIC`), with the Gamma shape of filter ``l`` given by
     :meth:`_gamma_shape`.
 
@@ -201,43 +186,18 @@ class _GaborMFN(_MFN):
     def _gamma_shape(alpha: float, index: int, num_layers: int) -> float:
         raise NotImplementedError
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        hidden: int = 32,
-        num_layers: int = 3,
-        input_scale: float = 256.0,
-        alpha: float = 6.0,
-        beta: float = 1.0,
-        first_fan_in: int | None = None,
-        unit_output: bool = False,
-        rngs: nnx.Rngs,
+    def _make_filter(
+        self, index, in_features, hidden, *, scale, fan_in, num_layers, rngs, alpha=6.0, beta=1.0
     ):
         _check_gamma_args(alpha, beta)
-
-        def make_filter(index: int, scale: float, fan_in: int) -> nnx.Module:
-            return _GaborFilter(
-                in_features,
-                hidden,
-                scale=scale,
-                alpha=self._gamma_shape(alpha, index, num_layers),
-                beta=beta,
-                anisotropic=self._ANISOTROPIC,
-                fan_in=fan_in,
-                rngs=rngs,
-            )
-
-        self._build(
-            make_filter,
+        return _GaborFilter(
             in_features,
-            out_features,
-            hidden=hidden,
-            num_layers=num_layers,
-            input_scale=input_scale,
-            first_fan_in=first_fan_in,
-            unit_output=unit_output,
+            hidden,
+            scale=scale,
+            alpha=self._gamma_shape(alpha, index, num_layers),
+            beta=beta,
+            anisotropic=self._ANISOTROPIC,
+            fan_in=fan_in,
             rngs=rngs,
         )
 
