@@ -27,7 +27,7 @@ import numpy as np
 from absl import flags, logging
 
 from experiments._flagset import parse_or_help, print_error
-from pgcnn_jax.train import evaluate_run
+from pgcnn_jax.train import evaluate_run, upgrade_config_dict
 from pgcnn_jax.train._metrics import write_json
 
 __all__ = ["main", "summarize_run"]
@@ -69,14 +69,14 @@ def summarize_run(
         test = evaluate_run(workdir, eval_samples=eval_samples)
         write_json(cache, test)
     passed = [r["step"] for r in lines if r["train_accuracy"] >= train_threshold]
-    model = results["config"]["model"]
+    model = upgrade_config_dict(results["config"])["model"]  # older config.json forms too
     snr = [
         [g.get("theta") for g in r.get("grad_snr", [])] for r in lines[-10:] if r.get("grad_snr")
     ]
     snr_mean = np.nanmean(np.asarray(snr, float), axis=0).tolist() if snr else None
     return {
         "run": workdir,
-        "render": "separable" if model.get("separable") else "joint",
+        "render": model["kernel"]["render"],
         "seed": results["config"]["seed"],
         "steps": results["steps"],
         "epochs": results["epochs"],

@@ -240,7 +240,8 @@ def test_cli_end_to_end_and_resume(cli, data, tmp_path, capsys):
         2,
         0,
     )
-    assert first["config"]["model"]["separable"] is ("--separable" in extra)
+    render = first["config"]["model"]["kernel"]["render"]
+    assert render == ("separable" if "--separable" in extra else "joint")
     # The partial epoch is recorded (and selected: no epoch has finished).
     assert [(r["epoch"], r["partial_epoch"]) for r in read_metrics(workdir)] == [(0, True)]
     assert first["best_epoch"] == 0

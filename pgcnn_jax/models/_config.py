@@ -71,9 +71,12 @@ class ModelConfig:
         ``alpha``, ``beta``), the render (``"separable"``: ``psi_S(A(u)^-1 p) psi_G(u^-1 v)``,
         a 1x1 group mixing then a depthwise spatial conv; the lifting conv, the shortcuts and
         the T(2) head stay joint) and the separable factors' initialisation. A net name
-        ``s`` is accepted for ``KernelSpec(s)``. :meth:`replace` also takes the flat names of
-        these settings used before they were nested (:data:`FLAT_KERNEL_KEYS`, the
-        ``--set`` keys of the CLIs).
+        ``s`` is accepted for ``KernelSpec(s)``. The constructor and :meth:`replace` also
+        take the flat names of these settings used before they were nested
+        (:data:`FLAT_KERNEL_KEYS`: ``kernel_hidden``, ``omega_0``, ``mfn_alpha``,
+        ``separable``, ...; the ``--set`` keys of the CLIs) as init-only arguments folded into
+        ``kernel``; they are no fields (reading one raises ``AttributeError``), except that
+        ``separable`` reads ``kernel.render == "separable"``.
       kernel_size: odd spatial size of the rendered kernels.
       width: ``net.no_hidden``, the base channel count ``C``.
       num_blocks: residual blocks (CKResNet) / group-conv blocks (GCNN).
