@@ -134,6 +134,12 @@ def test_flat_config_json_loads_into_the_nested_spec():
     }  # fmt: skip
     for name in ("kernel_hidden", "omega_0", "mfn_alpha", "separable", "separable_init"):
         assert name not in nested["model"]
+        if name != "separable":  # (which reads the render)
+            with pytest.raises(AttributeError, match=f"ModelConfig.{name} is no longer a field"):
+                getattr(config.model, name)
+    assert config.model.separable is False
+    # the nested form is also what --set=kernel={...} gives
+    assert ModelConfig().replace(kernel=nested["model"]["kernel"]).kernel == config.model.kernel
     # another net and its settings, in the flat form: the same spec as the nested one
     flat = _stored()
     flat["model"] |= dict(kernel="gabor", mfn_alpha=3.0, mfn_input_scale=64.0, separable=True)

@@ -32,16 +32,17 @@ FLAT_KERNEL_KEYS = {
 }
 
 
-def flat_kernel_spec(spec: KernelSpec | str, flat: Mapping[str, Any]) -> KernelSpec:
-    """``spec`` with the settings ``flat`` by their flat names (:data:`FLAT_KERNEL_KEYS`, and
-    ``net``); a new net first (starting from its default options). ``ValueError`` for a
-    setting the net lacks or a non-bool ``separable``."""
+def flat_kernel_spec(spec: KernelSpec | str | Mapping, flat: Mapping[str, Any]) -> KernelSpec:
+    """``spec`` (a spec, a net name or a :meth:`KernelSpec.to_dict` dict, e.g. from
+    ``--set=kernel={...}``) with the settings ``flat`` by their flat names
+    (:data:`FLAT_KERNEL_KEYS`, and ``net``); a new net first (starting from its default
+    options). ``ValueError`` for a setting the net lacks or a non-bool ``separable``."""
     changes = {FLAT_KERNEL_KEYS.get(k, k): v for k, v in flat.items()}
     if "render" in changes:
         if not isinstance(changes["render"], bool):
             raise ValueError(f"separable must be a bool, got {changes['render']!r}")
         changes["render"] = "separable" if changes["render"] else "joint"
-    spec = as_kernel_spec(spec)
+    spec = KernelSpec.from_dict(spec) if isinstance(spec, Mapping) else as_kernel_spec(spec)
     if "net" in changes:
         spec = spec.replace(net=changes.pop("net"))
     return spec.replace(**changes)
