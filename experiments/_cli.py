@@ -161,10 +161,14 @@ def _variant(
     return f"{variant}-sep" if separable else variant
 
 
+# The group a CLI run takes without --group: SE2, but E2 for MNIST6-M (a mirror task).
+_DEFAULT_GROUP = {"mnist6_m": "e2"}
+
+
 def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
     """The preset matching ``dataset`` and the architecture flags, or the closest one
     (``notes``: see :func:`say`)."""
-    group = _GROUP.value or ("e2" if dataset == "mnist6_m" else "se2")
+    group = _GROUP.value or _DEFAULT_GROUP.get(dataset, "se2")
     partial = FLAGS.partial
     if not FLAGS["partial"].present:
         partial = get_group(group).implied_settings().get("partial", partial)
@@ -177,7 +181,7 @@ def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
     for v in variants:
         for g in ("se2", "e2"):  # the same architecture with another group, replaced below
             candidates.append(f"{dataset}-{v.replace(f'{group}-', f'{g}-', 1)}")
-    candidates.append(f"{dataset}-{'e2' if dataset == 'mnist6_m' else 'se2'}-partial")
+    candidates.append(f"{dataset}-{_DEFAULT_GROUP.get(dataset, 'se2')}-partial")
     for name in candidates:
         if name in PRESETS:
             if name != candidates[0]:

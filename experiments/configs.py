@@ -23,7 +23,7 @@ Every preset states its command and the paper's number: ``PRESETS[name].doc``. O
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from experiments._paper import CK_PAPER, CK_ROWS, GCNN_PAPER, GCNN_ROWS
 from pgcnn_jax.groups import GROUP_NAMES, get_group
@@ -190,8 +190,7 @@ _add(
     "50.0 (Table 1)",
     "Fourier kernel, 20 channels, LayerNorm: not matched to the partial run (REFERENCE 7 d.3)",
 )
-for _ds in ("mnist6_m", "mnist6_180"):
-    derived = "" if _ds == "mnist6_m" else ", dataset MNIST6-180 (Table 1 E(2) rows)"
+for _ds, derived in (("mnist6_m", ""), ("mnist6_180", ", dataset MNIST6-180 (Table 1 E(2) rows)")):
     _add(
         f"{_ds}-e2-partial",
         _mnist6(_ds, _ckresnet(group="e2", **_MAGNET, **_TWO_BLOCKS)),
@@ -245,24 +244,51 @@ def _paper(numbers: dict[int, float], table: str) -> str:
     return ", ".join(f"N={n}: {acc:.2f}" for n, acc in sorted(numbers.items())) + f" ({table})"
 
 
+class _CkData(NamedTuple):
+    """What the CKResNet commands change per dataset (REFERENCE 7)."""
+
+    epochs: int = 300
+    weight_decay: float = 1e-4
+    # RotMNIST's: pooling after blocks 1 and 2, a 1x1 final map, SE2 partial runs with the
+    # monotonic loss instead of a separate lr_probs
+    rotmnist_recipe: bool = False
+    # (variant, notes) pairs
+    variant_notes: tuple[tuple[str, str], ...] = ()
+
+
+_CK_DATA = {
+    "rotmnist": _CkData(weight_decay=0.0, rotmnist_recipe=True),
+    "cifar10": _CkData(
+        variant_notes=(
+            (
+                "e2-augerino",
+                "the release's command uses SE2 here (a copy of row 19, d.6); we use E2",
+            ),
+        )
+    ),
+    "cifar100": _CkData(),
+    "pcam": _CkData(epochs=30),
+}
+
+
 def _ck_train(dataset: str, model: ModelConfig, **kw: Any) -> TrainConfig:
-    bench = dataset != "rotmnist"
+    data = _CK_DATA[dataset]
     base = dict(
         dataset=dataset,
         model=model,
-        epochs=30 if dataset == "pcam" else 300,
+        epochs=data.epochs,
         batch_size=64,
         lr=1e-3,
         scheduler="cosine",
         warmup_epochs=5,
-        weight_decay=1e-4 if bench else 0.0,
+        weight_decay=data.weight_decay,
     )
     return TrainConfig(**(base | kw))
 
 
 def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
     """Config and notes of a CKResNet ``variant`` on ``dataset``."""
-    rot = dataset == "rotmnist"
+    rot = _CK_DATA[dataset].rotmnist_recipe
     pool = dict(pool_blocks=(0, 1)) if rot else {}
     final_dim = dict(final_spatial_dim=(1, 1) if rot else (2, 2))
     notes = ""
@@ -293,8 +319,7 @@ def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
             notes = "plain G-CNN: the release's MLP-readout / T(2)-head flags dropped (d.5)"
     elif kind == "augerino":
         model_kw.update(model="augerino_ckresnet", **AUGERINO)
-        if dataset == "cifar10" and group == "e2":
-            notes = "the release's command uses SE2 here (a copy of row 19, d.6); we use E2"
+        notes = dict(_CK_DATA[dataset].variant_notes).get(variant, notes)
     return _ck_train(dataset, _ckresnet(**model_kw), **train_kw), notes
 
 
@@ -303,12 +328,18 @@ _CK_VARIANTS = (
     *(f"{g}-{k}" for g in ("se2", "e2") for k in ("partial", "full", "augerino", "mlp", "t2head")),
 )
 _PCAM_VARIANTS = ("t2", "se2-partial", "se2-full", "e2-partial", "e2-full")
-for _ds in ("rotmnist", "cifar10", "cifar100", "pcam"):
-    for _v in _PCAM_VARIANTS if _ds == "pcam" else _CK_VARIANTS:
+_PCAM_SOURCE = "not in the paper: CIFAR-10 CKResNet settings, 30 epochs (our choice)"
+for _ds, _variants, _fixed_source in (
+    ("rotmnist", _CK_VARIANTS, None),
+    ("cifar10", _CK_VARIANTS, None),
+    ("cifar100", _CK_VARIANTS, None),
+    ("pcam", _PCAM_VARIANTS, _PCAM_SOURCE),
+):
+    for _v in _variants:
         _cfg, _notes = _ck_variant(_ds, _v)
         _row = CK_ROWS.get(_ds, {}).get(_v)
-        if _ds == "pcam":
-            _source = "not in the paper: CIFAR-10 CKResNet settings, 30 epochs (our choice)"
+        if _fixed_source is not None:
+            _source = _fixed_source
         elif _row is None:
             _source = f"derived: the {_v.split('-')[0].upper()} full model with the Table-4 head"
         else:

@@ -35,7 +35,7 @@ from absl import flags, logging
 
 from experiments._flagset import parse_or_help, print_error
 from pgcnn_jax.analysis import equivariance_profile, learned_subsets, rotation_response
-from pgcnn_jax.data import get_spec, load_dataset
+from pgcnn_jax.data import get_spec, load_splits
 from pgcnn_jax.groups import get_group
 from pgcnn_jax.train import CHECKPOINT_KINDS, TrainConfig, load_run, load_run_config
 
@@ -91,14 +91,7 @@ def _test_examples(
     config: TrainConfig, data: str | None, data_dir: str | None
 ) -> Iterator[tuple[int, np.ndarray, int]]:
     """``(position, image [H, W, C] normalised, label)`` of the run's test split, in order."""
-    splits = load_dataset(
-        config.dataset,
-        data=data or config.data,
-        data_dir=data_dir or config.data_dir,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        rot_interval=config.rot_interval,
-    )
+    splits = load_splits(config, data=data or None, data_dir=data_dir or None)
     position = 0
     for batch in splits.test.epoch(0):
         for image, label in zip(batch["image"], batch["label"], strict=True):

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from experiments.configs import PRESETS
-from pgcnn_jax.data import load_dataset
+from pgcnn_jax.data import load_splits
 from pgcnn_jax.nn import set_gumbel_horizon
 from pgcnn_jax.train import StepRunner, _loop, create_model, create_optimizer, train_and_evaluate
 from pgcnn_jax.train._mesh import data_mesh, put_batch
@@ -33,9 +33,7 @@ from pgcnn_jax.train._mesh import data_mesh, put_batch
 def _runner(config) -> tuple[StepRunner, dict, int]:
     """A runner of the run's compiled step on a model of its own, one placed batch, and the
     steps per epoch."""
-    splits = load_dataset(
-        config.dataset, data=config.data, batch_size=config.batch_size, seed=config.seed
-    )
+    splits = load_splits(config)
     model = create_model(config)
     spe = config.steps_per_epoch(splits.train.num_examples)
     set_gumbel_horizon(model, config.epochs * spe)

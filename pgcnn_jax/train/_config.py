@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
-from pgcnn_jax.data import get_spec
+from pgcnn_jax.data import get_dataset, get_spec
 from pgcnn_jax.models import ModelConfig, upgrade_model_dict
 
 __all__ = [
@@ -151,14 +151,12 @@ class TrainConfig:
             raise ValueError(
                 f"monotonic={self.monotonic} needs model 'ckresnet', got {self.model.model!r}"
             )
-        if self.augment and self.dataset not in ("cifar10", "cifar100"):
-            raise ValueError(f"augment=True is only supported for CIFAR, got {self.dataset!r}")
         if not _is_number(self.rot_interval) or self.rot_interval < 0:
             raise ValueError(f"rot_interval must be >= 0 degrees, got {self.rot_interval!r}")
-        if self.rot_interval and self.dataset != "mnist6_180":
-            raise ValueError(
-                f"rot_interval is only supported for 'mnist6_180', got {self.dataset!r}"
-            )
+        # augment / rot_interval on a dataset that does not support them raise here
+        get_dataset(self.dataset).check_settings(
+            augment=self.augment, rot_interval=self.rot_interval
+        )
         horizon = self.gumbel_horizon
         if self.model.gumbel_horizon != horizon:
             # Normalising a field of a frozen dataclass in ``__post_init__`` (the documented

@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from pgcnn_jax.data import get_spec, load_dataset
+from pgcnn_jax.data import get_spec, load_splits
 from pgcnn_jax.models import check_kernel_memory, count_params, rendered_sets
 from pgcnn_jax.nn import set_gumbel_horizon, update_adaptive
 from pgcnn_jax.train._checkpoint import Checkpoints
@@ -342,15 +342,7 @@ def _train_and_evaluate(config: TrainConfig, workdir: str, progress: bool) -> di
             with open(results_path) as f:
                 return json.load(f)
 
-    splits = load_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        data=config.data,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        augment=config.augment,
-        rot_interval=config.rot_interval,
-    )
+    splits = load_splits(config)
     mesh = data_mesh(config.devices, config.batch_size)
     check_workdir(config, workdir)
     steps_per_epoch = config.steps_per_epoch(splits.train.num_examples)

@@ -6,7 +6,7 @@ import datetime
 import os
 from typing import Any
 
-from pgcnn_jax.data import load_dataset
+from pgcnn_jax.data import load_splits
 from pgcnn_jax.train._loop import evaluate
 from pgcnn_jax.train._restore import load_run
 from pgcnn_jax.train._state import TEST_SALT, root_key
@@ -47,15 +47,7 @@ def evaluate_run(
         eval_samples = config.eval_samples
     if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 1:
         raise ValueError(f"eval_samples must be a positive int, got {eval_samples!r}")
-    splits = load_dataset(
-        config.dataset,
-        data_dir=config.data_dir if data_dir is None else data_dir,
-        data=config.data if data is None else data,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        augment=config.augment,
-        rot_interval=config.rot_interval,
-    )
+    splits = load_splits(config, data=data, data_dir=data_dir)
     test = evaluate(
         model, splits.test, root_key(config.seed, TEST_SALT), config, samples=eval_samples
     )
