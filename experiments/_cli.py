@@ -29,12 +29,11 @@ from pgcnn_jax.data import describe_source
 from pgcnn_jax.groups import GROUP_NAMES, get_group
 from pgcnn_jax.models import HEADS, MODEL_NAMES
 from pgcnn_jax.train import (
+    RunDir,
     TrainConfig,
     TrainingDiverged,
     WorkdirLocked,
     check_devices,
-    check_workdir,
-    lock_workdir,
     train_and_evaluate,
 )
 
@@ -279,8 +278,8 @@ def run(datasets: Sequence[str], dataset: str | None = None, **extra: Any) -> di
     notes: list[str] = []
     name, config = resolve(datasets, dataset, notes, **extra)
     workdir = _WORKDIR.value or os.path.join("runs", name)
-    with lock_workdir(workdir):  # a second process on this workdir stops here, at once
-        check_workdir(config, workdir, record=False)
+    # Locked and checked once: a second process on this workdir stops here, at once.
+    with RunDir(workdir).open(config) as run_dir:
         say(describe_source(config.dataset, config.data_dir, config.data))
         for note in notes:
             say(note)
@@ -291,7 +290,7 @@ def run(datasets: Sequence[str], dataset: str | None = None, **extra: Any) -> di
                 "command); on CPU that is about 10x slower than one sample shared by the batch: "
                 "--nosample_per_batch_element turns it off"
             )
-        results = train_and_evaluate(config, workdir, progress=FLAGS.progress)
+        results = train_and_evaluate(config, run_dir, progress=FLAGS.progress)
     keys = ("test_accuracy", "best_val_accuracy", "best_epoch", "epochs", "steps", "stop_reason")
     print(json.dumps({"run": name, "workdir": workdir} | {k: results[k] for k in keys}))
     return results

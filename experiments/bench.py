@@ -79,7 +79,7 @@ from pgcnn_jax.nn import (
     depthwise_method,
     update_adaptive,
 )
-from pgcnn_jax.train import TrainConfig, create_model, create_optimizer, train_step
+from pgcnn_jax.train import Objective, TrainConfig, create_model, create_optimizer, train_step
 
 __all__ = [
     "EXECUTIONS",
@@ -259,7 +259,7 @@ def run_config(
     model.train()
     optimizer = create_optimizer(config, model)
     graphdef, state = nnx.split((model, optimizer))
-    kw = dict(weight_decay=config.weight_decay, monotonic=config.monotonic)
+    kw = dict(objective=Objective.of(config))
 
     def step(state, batch, key):
         model, optimizer = nnx.merge(graphdef, state)

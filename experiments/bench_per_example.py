@@ -38,7 +38,7 @@ from experiments.bench import _peak_mb
 from experiments.configs import get_preset
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.nn import GroupConv, LiftingConv, PointwiseGroupConv
-from pgcnn_jax.train import create_model, create_optimizer, train_step
+from pgcnn_jax.train import Objective, create_model, create_optimizer, train_step
 
 VARIANTS = ("shared", "batched", "chunked")
 
@@ -65,7 +65,7 @@ def _compiled(preset: str, variant: str, batch: int, seed: int):
     model.train()
     optimizer = create_optimizer(config, model)
     graphdef, state = nnx.split((model, optimizer))
-    kw = dict(weight_decay=config.weight_decay, monotonic=config.monotonic)
+    kw = dict(objective=Objective.of(config))
 
     def step(state, batch, key):
         model, optimizer = nnx.merge(graphdef, state)

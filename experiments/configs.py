@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 
 from experiments._paper import CK_PAPER, CK_ROWS, GCNN_PAPER, GCNN_ROWS
 from pgcnn_jax.groups import GROUP_NAMES, get_group
-from pgcnn_jax.models import ModelConfig
+from pgcnn_jax.kernels import KernelSpec
+from pgcnn_jax.models import FLAT_KERNEL_KEYS, ModelConfig
 from pgcnn_jax.train import TrainConfig
 
 __all__ = [
@@ -97,10 +98,8 @@ def _ckresnet(**kw: Any) -> ModelConfig:
         partial=True,
         sampling="random",
         sample_per_layer=True,
-        kernel="siren",
-        kernel_hidden=32,
+        kernel=KernelSpec("siren", hidden=32),
         kernel_size=7,
-        omega_0=10.0,
         width=32,
         num_blocks=2,
         block_width_factors=(1.0, 1, 2.0, 1),
@@ -120,10 +119,8 @@ def _gcnn(**kw: Any) -> ModelConfig:
         partial=True,
         sampling="random",
         sample_per_layer=True,
-        kernel="siren",
-        kernel_hidden=8,
+        kernel=KernelSpec("siren", hidden=8),
         kernel_size=3,
-        omega_0=10.0,
         width=128,
         num_blocks=8,
         block_width_factors=(1.0, 1, 2.0, 7),
@@ -164,7 +161,7 @@ def _mnist6(dataset: str, model: ModelConfig, lr_probs: float = 0.0) -> TrainCon
     )
 
 
-_MAGNET = dict(kernel="magnet", kernel_hidden=32, kernel_size=7, width=10)
+_MAGNET = dict(kernel=KernelSpec("magnet", hidden=32), kernel_size=7, width=10)
 _TWO_BLOCKS = dict(block_width_factors=(1.0, 2))
 _add(
     "mnist6_180-se2-partial",
@@ -183,8 +180,7 @@ _add(
         _ckresnet(
             group="se2",
             partial=False,
-            kernel="fourier",
-            kernel_hidden=32,
+            kernel=KernelSpec("fourier", hidden=32),
             width=20,
             norm="layer",
             **_TWO_BLOCKS,
@@ -433,7 +429,7 @@ def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
     deterministic sampling, unless those fields are given too.
     """
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)} | set(FLAT_KERNEL_KEYS)
     train_kw: dict[str, Any] = {}
     model_kw: dict[str, Any] = {}
     for key, value in overrides.items():
