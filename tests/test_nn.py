@@ -122,7 +122,7 @@ def test_deterministic_partial_has_keep_params():
         partial=True,
         rngs=nnx.Rngs(0),
     )
-    assert conv.keep.shape == (7,) and conv.theta is None
+    assert conv.keep.shape == (7,) and conv.distribution_names == ("keep",)
     conv = pg.nn.GroupConv(
         2,
         2,

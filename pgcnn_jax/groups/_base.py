@@ -76,28 +76,84 @@ class DistributionSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class Distribution:
+    """The learnable parameters of a partial layer's distribution over its group, as the group
+    defines them (:meth:`Group.distribution`): a container of :class:`DistributionSpec`,
+    iterable in the group's order (the order of the flat ``probs`` vector of the penalties).
+
+    A layer stores each parameter under its spec's name (so its ``nnx`` path is
+    ``.../<layer>/<name>``, e.g. ``blocks/0/conv1/theta``); nothing outside the group lists
+    the names.
+    """
+
+    specs: tuple[DistributionSpec, ...] = ()
+
+    def __post_init__(self):
+        specs = tuple(self.specs)
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"distribution parameter names must be unique, got {names}")
+        object.__setattr__(self, "specs", specs)
+
+    def __iter__(self):
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.specs)
+
+    @property
+    def relaxed(self) -> bool:
+        """Whether any parameter is sampled through a relaxed Bernoulli (the layer then needs
+        a Gumbel temperature schedule)."""
+        return any(spec.relaxed for spec in self.specs)
+
+    def initial_values(self) -> dict[str, jax.Array]:
+        return {spec.name: spec.initial_value() for spec in self.specs}
+
+
+@dataclasses.dataclass(frozen=True)
 class SubsetSummary:
     """What a layer's distribution keeps at its current parameters (host values).
 
     Attributes:
-      num_rotations: rotations ``R'`` kept (all of them for full layers).
       num_elements: elements ``N'`` kept (the most probable sampled subset's size).
-      theta: rotation half-width in units of pi, ``None`` for groups without rotations.
-      interval_deg: ``(-180 |theta|, 180 |theta|)``, ``None`` without rotations.
-      mirror_prob: probability of including mirrored elements (``None`` without mirrors).
-      keep_probs: per grid rotation keep probabilities (deterministic partial sampling).
-      axes: every axis of the group with its kept count and, where learned, its width (e.g.
-        ``{"rotation": {"kept": 4, "of": 8, "width": 0.5}}``); what metrics and figures report
-        for groups with more than the rotation / mirror axes.
+      axes: every axis of the group with its kept count, its size and its width (e.g.
+        ``{"rotation": {"kept": 4, "of": 8, "width": 0.5}}``): the learned width where the
+        layer learns one, 1 for a full axis, ``None`` where the kept set is not an interval
+        (per-element keep decisions); axes may add more (the rotation axis's
+        ``interval_deg`` and ``keep_probs``). What metrics and figures report.
     """
 
-    num_rotations: int
     num_elements: int
-    theta: float | None = None
-    interval_deg: tuple[float, float] | None = None
-    mirror_prob: float | None = None
-    keep_probs: tuple[float, ...] | None = None
     axes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def kept(self, axis: str) -> int:
+        """The count kept on ``axis`` (1 for an axis the group does not have)."""
+        return int(self.axes.get(axis, {}).get("kept", 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpliedSettings:
+    """The layer settings a group fixes (:meth:`Group.implied_settings`); ``None`` fields are
+    left to the user. The field names are the ones of
+    :class:`~pgcnn_jax.models.ModelConfig`."""
+
+    num_elements: int | None = None
+    sampling: str | None = None
+    partial: bool | None = None
+    sample_per_layer: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fixed settings by field name (the ``None`` ones left out)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
 
 
 def host_sigmoid(x) -> np.ndarray:
@@ -115,12 +171,14 @@ class Group(abc.ABC):
       fixed_num_elements: the only valid ``num_elements`` for finite groups sampled whole
         (``t2``: 1, ``mirror``: 2), else ``None``.
       label: how tables and logs print the group (``"SE(2)"``).
+      trivial: the group has only the identity (a plain CNN: no partial / full variants).
     """
 
     name: ClassVar[str]
     dim: ClassVar[int]
     fixed_num_elements: ClassVar[int | None] = None
     label: ClassVar[str] = ""
+    trivial: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ structure
     def check_num_elements(self, num_elements: int) -> int:
@@ -142,10 +200,10 @@ class Group(abc.ABC):
         """Number of distinct rotation slots ``R`` among ``num_elements`` slots."""
         return num_elements
 
-    def implied_settings(self) -> dict[str, Any]:
+    def implied_settings(self) -> ImpliedSettings:
         """Model settings this group fixes (e.g. ``t2``: one element, deterministic sampling,
-        not partial), as :class:`~pgcnn_jax.models.ModelConfig` fields; empty for most."""
-        return {}
+        not partial); nothing for most."""
+        return ImpliedSettings()
 
     # ------------------------------------------------------------------ algebra
     @abc.abstractmethod
@@ -240,10 +298,10 @@ class Group(abc.ABC):
             raise ValueError("a PRNG key is needed to sample group elements (pass rngs=...)")
         return n, key
 
-    def distribution(self, num_elements: int, sampling: str) -> tuple[DistributionSpec, ...]:
+    def distribution(self, num_elements: int, sampling: str) -> Distribution:
         """The learnable parameters of a partial layer with ``num_elements`` slots and this
         ``sampling`` (empty: nothing to learn)."""
-        return ()
+        return Distribution()
 
     def check_partial(self, num_elements: int, sampling: str) -> None:
         """Raises ``ValueError`` when a partial layer makes no sense for this group."""

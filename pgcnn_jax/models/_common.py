@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pgcnn_jax.models._config import ModelConfig
-from pgcnn_jax.nn import GroupBatchNorm, GroupFeatures, GroupLayerNorm
+from pgcnn_jax.nn import GroupBatchNorm, GroupFeatures, GroupLayerNorm, SamplingSpec
 
 
 def check_positive_int(name: str, value) -> int:
@@ -121,14 +121,25 @@ def kernel_settings(config: ModelConfig, *, joint: bool = False) -> dict:
     )
 
 
+def sampling_spec(config: ModelConfig) -> SamplingSpec:
+    """The :class:`~pgcnn_jax.nn.SamplingSpec` of a model's group convs (the lifting conv
+    takes it with ``partial=False``)."""
+    return SamplingSpec(
+        method=config.sampling,
+        partial=config.partial,
+        per_layer=config.sample_per_layer,
+        per_example=config.sample_per_batch_element,
+        gumbel_horizon=config.gumbel_horizon,
+    )
+
+
 def lifting_settings(config: ModelConfig) -> dict:
     """Keyword arguments of the (always full) :class:`LiftingConv`."""
     return dict(
         group=config.make_group(),
         num_elements=config.num_elements,
         kernel_size=config.kernel_size,
-        sampling=config.sampling,
-        sample_per_batch_element=config.sample_per_batch_element,
+        sampling=sampling_spec(config).replace(partial=False),
         **kernel_settings(config, joint=True),
     )
 
@@ -139,12 +150,8 @@ def group_conv_settings(config: ModelConfig, *, padding: str = "same") -> dict:
         group=config.make_group(),
         num_elements=config.num_elements,
         kernel_size=config.kernel_size,
-        sampling=config.sampling,
-        partial=config.partial,
-        sample_per_layer=config.sample_per_layer,
-        sample_per_batch_element=config.sample_per_batch_element,
+        sampling=sampling_spec(config),
         padding=padding,
-        gumbel_horizon=config.gumbel_horizon,
         **kernel_settings(config),
     )
 
@@ -157,5 +164,5 @@ def changes_grid(config: ModelConfig) -> bool:
     deterministic there, so counting only samplers that can move the grid gives the same
     layers and the pinned T(2) parameter counts for any sampling flags.
     """
-    moves = config.make_group().moves(config.num_elements)
-    return config.partial or (config.sample_per_layer and config.sampling == "random" and moves)
+    spec = sampling_spec(config)
+    return spec.partial or (spec.moves and config.make_group().moves(config.num_elements))
