@@ -414,7 +414,9 @@ def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
             train_kw[key] = value
         else:
             raise ValueError(f"unknown config field {key!r}")
-    implied = get_group(model_kw["group"]).implied_settings() if "group" in model_kw else {}
+    implied = {}
+    if "group" in model_kw:
+        implied = get_group(model_kw["group"]).implied_settings().as_dict()
     model_kw = implied | model_kw
     model = train_kw.pop("model", config.model)
     if model_kw:
