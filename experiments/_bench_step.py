@@ -200,10 +200,9 @@ def run_config(
     (forward and backward, from the step traced with ``depthwise="conv"``, zero taps
     included; :func:`~experiments._floor.conv_macs`), whatever formulation runs; ``gflop`` is
     XLA's count for the compiled step."""
-    if execution not in EXECUTIONS:
-        raise ValueError(f"unknown execution {execution!r}; expected one of {EXECUTIONS}")
-    if depthwise not in DEPTHWISES:
-        raise ValueError(f"unknown depthwise {depthwise!r}; expected one of {DEPTHWISES}")
+    for value, known in ((execution, EXECUTIONS), (depthwise, DEPTHWISES)):
+        if value not in known:
+            raise ValueError(f"unknown setting {value!r}; expected one of {known}")
     config, half = bench_config(
         name, precision=precision, width=width, kernel_size=kernel_size, seed=seed, extra=extra
     )

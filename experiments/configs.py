@@ -22,10 +22,10 @@ Every preset states its command and the paper's number: ``PRESETS[name].doc``. O
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from experiments._paper import CK_PAPER, CK_ROWS, GCNN_PAPER, GCNN_ROWS
+from experiments._paper import CK_PAPER, CK_ROWS, GCNN_PAPER, GCNN_ROWS, paper_numbers
+from experiments._preset import CLI_OF_DATASET, Preset, with_overrides
 from pgcnn_jax.groups import GROUP_NAMES, get_group
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import TrainConfig
@@ -41,71 +41,29 @@ __all__ = [
     "with_overrides",
 ]
 
-CLI_OF_DATASET = {
-    "mnist6_180": "mnist6",
-    "mnist6_m": "mnist6",
-    "rotmnist": "rotmnist",
-    "cifar10": "cifar",
-    "cifar100": "cifar",
-    "pcam": "pcam",
-    "mnist_scale": "mnist_scale",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """A named run: its config, where it comes from and what the paper reports.
-
-    Attributes:
-      name: preset name.
-      config: the :class:`TrainConfig`.
-      source: REFERENCE 7 row(s) or how it is derived.
-      paper: the paper's test accuracy (%) for this run, with the table; ``"-"`` if none.
-      notes: deviations and caveats.
-    """
-
-    name: str
-    config: TrainConfig
-    source: str
-    paper: str
-    notes: str = ""
-
-    @property
-    def command(self) -> str:
-        cli = CLI_OF_DATASET[self.config.dataset]
-        cmd = f"python -m experiments.{cli} --preset={self.name}"
-        if get_group(self.config.model.group).fixed_num_elements is None:
-            cmd += f" --elems={self.config.model.num_elements}"
-        return cmd
-
-    @property
-    def doc(self) -> str:
-        lines = [f"{self.name}: {self.source}.", f"  command: {self.command}"]
-        lines.append(f"  paper:   {self.paper}")
-        if self.notes:
-            lines.append(f"  notes:   {self.notes}")
-        return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------- models
+_MODEL_BASE = dict(
+    group="se2",
+    num_elements=8,
+    partial=True,
+    sampling="random",
+    sample_per_layer=True,
+    kernel="siren",
+    omega_0=10.0,
+    norm="batch",
+)
+
+
 def _ckresnet(**kw: Any) -> ModelConfig:
     """CKResNet of the benchmark rows: SIREN (32, 7x7, omega_0 10), widths 32 -> 64, BN."""
-    base = dict(
+    base = _MODEL_BASE | dict(
         model="ckresnet",
-        group="se2",
-        num_elements=8,
-        partial=True,
-        sampling="random",
-        sample_per_layer=True,
-        kernel="siren",
         kernel_hidden=32,
         kernel_size=7,
-        omega_0=10.0,
         width=32,
         num_blocks=2,
         block_width_factors=(1.0, 1, 2.0, 1),
         pool_blocks=(1, 2),
-        norm="batch",
         dropout=0.0,
     )
     return ModelConfig(**(base | kw))
@@ -113,31 +71,22 @@ def _ckresnet(**kw: Any) -> ModelConfig:
 
 def _gcnn(**kw: Any) -> ModelConfig:
     """13-layer GCNN of Table 5: SIREN (8, 3x3), widths 128, 256 x 7, pools after 2 and 5."""
-    base = dict(
+    base = _MODEL_BASE | dict(
         model="gcnn",
-        group="se2",
-        num_elements=8,
-        partial=True,
-        sampling="random",
-        sample_per_layer=True,
-        kernel="siren",
         kernel_hidden=8,
         kernel_size=3,
-        omega_0=10.0,
         width=128,
         num_blocks=8,
         block_width_factors=(1.0, 1, 2.0, 7),
         pool_blocks=(2, 5),
-        norm="batch",
         dropout=0.3,
         dropout_blocks=(2, 5, 8),
     )
     return ModelConfig(**(base | kw))
 
 
-T2 = dict(
-    group="t2", num_elements=1, partial=False, sampling="deterministic", sample_per_layer=False
-)
+#: a T(2) CNN: the group and the settings it implies (one element, deterministic, full)
+T2 = dict(group="t2", **get_group("t2").implied_settings().as_dict())
 FULL = dict(partial=False)
 AUGERINO = dict(partial=False, sample_per_layer=False)
 
@@ -194,35 +143,24 @@ _add(
     "50.0 (Table 1)",
     "Fourier kernel, 20 channels, LayerNorm: not matched to the partial run (REFERENCE 7 d.3)",
 )
-for _ds in ("mnist6_m", "mnist6_180"):
-    derived = "" if _ds == "mnist6_m" else ", dataset MNIST6-180 (Table 1 E(2) rows)"
+_MIRROR = dict(group="mirror", **get_group("mirror").implied_settings().as_dict())
+_MIRROR_SOURCE = "derived from row {} with the Mirroring group (N = 2, deterministic)"
+for _kind, _row, _paper_acc, _kw in (("partial", 3, "100.0", {}), ("full", 4, "50.0", FULL)):
+    for _ds in ("mnist6_m", "mnist6_180"):
+        derived = "" if _ds == "mnist6_m" else ", dataset MNIST6-180 (Table 1 E(2) rows)"
+        _add(
+            f"{_ds}-e2-{_kind}",
+            _mnist6(_ds, _ckresnet(group="e2", **_kw, **_MAGNET, **_TWO_BLOCKS)),
+            f"REFERENCE 7 row {_row}" + derived,
+            f"{_paper_acc} (Table 1)",
+        )
     _add(
-        f"{_ds}-e2-partial",
-        _mnist6(_ds, _ckresnet(group="e2", **_MAGNET, **_TWO_BLOCKS)),
-        "REFERENCE 7 row 3" + derived,
-        "100.0 (Table 1)",
+        f"mnist6_m-mirror-{_kind}",
+        _mnist6("mnist6_m", _ckresnet(**_kw, **_MIRROR, **_MAGNET, **_TWO_BLOCKS)),
+        _MIRROR_SOURCE.format(_row),
+        f"{_paper_acc} (Table 1)",
+        "the release has no Mirroring run (REFERENCE 7 d.4)",
     )
-    _add(
-        f"{_ds}-e2-full",
-        _mnist6(_ds, _ckresnet(group="e2", partial=False, **_MAGNET, **_TWO_BLOCKS)),
-        "REFERENCE 7 row 4" + derived,
-        "50.0 (Table 1)",
-    )
-_MIRROR = dict(group="mirror", num_elements=2, sampling="deterministic", sample_per_layer=False)
-_add(
-    "mnist6_m-mirror-partial",
-    _mnist6("mnist6_m", _ckresnet(**_MIRROR, **_MAGNET, **_TWO_BLOCKS)),
-    "derived from row 3 with the Mirroring group (N = 2, deterministic)",
-    "100.0 (Table 1)",
-    "the release has no Mirroring run (REFERENCE 7 d.4)",
-)
-_add(
-    "mnist6_m-mirror-full",
-    _mnist6("mnist6_m", _ckresnet(partial=False, **_MIRROR, **_MAGNET, **_TWO_BLOCKS)),
-    "derived from row 4 with the Mirroring group (N = 2, deterministic)",
-    "50.0 (Table 1)",
-    "the release has no Mirroring run (REFERENCE 7 d.4)",
-)
 _add(
     "fig4",
     _mnist6(
@@ -243,12 +181,6 @@ _add(
 
 
 # ------------------------------------------------------------------------------- CKResNet
-def _paper(numbers: dict[int, float], table: str) -> str:
-    if not numbers:
-        return "- (not in the paper)"
-    return ", ".join(f"N={n}: {acc:.2f}" for n, acc in sorted(numbers.items())) + f" ({table})"
-
-
 def _ck_train(dataset: str, model: ModelConfig, **kw: Any) -> TrainConfig:
     bench = dataset != "rotmnist"
     base = dict(
@@ -264,6 +196,15 @@ def _ck_train(dataset: str, model: ModelConfig, **kw: Any) -> TrainConfig:
     return TrainConfig(**(base | kw))
 
 
+# REFERENCE 7 d.7, d.9: the RotMNIST SE2 runs leave lr_probs = lr and add the monotonic loss
+# (inactive without partial layers, row 7).
+_MONOTONIC_RUNS = {("rotmnist", "se2")}
+# (dataset, group) -> note of the Augerino preset (d.6: the release's command is a copy of row 19)
+_AUGERINO_NOTES = {
+    ("cifar10", "e2"): "the release's command uses SE2 here (a copy of row 19, d.6); we use E2"
+}
+
+
 def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
     """Config and notes of a CKResNet ``variant`` on ``dataset``."""
     rot = dataset == "rotmnist"
@@ -276,16 +217,13 @@ def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
     group, kind = variant.split("-")
     model_kw: dict[str, Any] = dict(group=group, **pool)
     train_kw: dict[str, Any] = {}
+    monotonic = (dataset, group) in _MONOTONIC_RUNS
     if kind == "partial":
-        # RotMNIST SE2 leaves lr_probs = lr and adds the monotonic loss (REFERENCE 7 d.7, d.9).
-        if rot and group == "se2":
-            train_kw["monotonic"] = 1e-3
-        else:
-            train_kw["lr_probs"] = 1e-4
+        train_kw = dict(monotonic=1e-3) if monotonic else dict(lr_probs=1e-4)
     elif kind in ("full", "mlp", "t2head"):
         model_kw.update(FULL)
-        if rot and group == "se2":
-            train_kw["monotonic"] = 1e-3  # inactive without partial layers (row 7)
+        if monotonic:
+            train_kw["monotonic"] = 1e-3
         if kind in ("mlp", "t2head"):
             # Table 4 uses N = 16; the release's commands (rows 18, 21, 32) use 8.
             model_kw.update(num_elements=16, head="t2" if kind == "t2head" else "mlp")
@@ -297,8 +235,7 @@ def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
             notes = "plain G-CNN: the release's MLP-readout / T(2)-head flags dropped (d.5)"
     elif kind == "augerino":
         model_kw.update(model="augerino_ckresnet", **AUGERINO)
-        if dataset == "cifar10" and group == "e2":
-            notes = "the release's command uses SE2 here (a copy of row 19, d.6); we use E2"
+        notes = _AUGERINO_NOTES.get((dataset, group), "")
     return _ck_train(dataset, _ckresnet(**model_kw), **train_kw), notes
 
 
@@ -319,7 +256,7 @@ for _ds in ("rotmnist", "cifar10", "cifar100", "pcam"):
             _source = f"REFERENCE 7 row {_row}"
         _table = "Table 4" if _v.endswith(("mlp", "t2head")) else "Tables 2/3"
         _numbers = CK_PAPER.get(_ds, {}).get(_v, {})
-        _add(f"{_ds}-{_v}", _cfg, _source, _paper(_numbers, _table), _notes)
+        _add(f"{_ds}-{_v}", _cfg, _source, paper_numbers(_numbers, _table), _notes)
 
 # Separable variants of the partial CKResNets (issue 9): the same config, separable group convs.
 _SEP_SOURCE = (
@@ -360,28 +297,20 @@ _GCNN_SETTINGS = {
         "se2-augerino": (dict(model="augerino_gcnn", **AUGERINO), {}),
     },
 }
+_GCNN_TRAIN = dict(
+    epochs=205, batch_size=128, lr=1e-3, scheduler="cosine", warmup_epochs=5, weight_decay=0.0
+)
 for _ds, _variants in _GCNN_SETTINGS.items():
     for _v, (_mkw, _tkw) in _variants.items():
+        _train = dict(epochs=205, batch_size=128, lr=1e-3, scheduler="cosine", warmup_epochs=5)
         _cfg = TrainConfig(
-            **(
-                dict(
-                    dataset=_ds,
-                    model=_gcnn(**_mkw),
-                    epochs=205,
-                    batch_size=128,
-                    lr=1e-3,
-                    scheduler="cosine",
-                    warmup_epochs=5,
-                    weight_decay=0.0,
-                )
-                | _tkw
-            )
+            dataset=_ds, model=_gcnn(**_mkw), **(_train | dict(weight_decay=0.0) | _tkw)
         )
         _add(
             f"{_ds}-gcnn-{_v}",
             _cfg,
             f"REFERENCE 7 row {GCNN_ROWS[_ds][_v]}",
-            _paper(GCNN_PAPER[_ds][_v], "Table 5; row assignment inferred, REFERENCE 8"),
+            paper_numbers(GCNN_PAPER[_ds][_v], "Table 5; row assignment inferred, REFERENCE 8"),
             "hyper-parameters differ inside the comparison as in the release (d.8)"
             if _v in ("t2", "se2-full")
             else "",
@@ -391,37 +320,6 @@ for _ds, _variants in _GCNN_SETTINGS.items():
 # ------------------------------------------------------------------------------- access
 def preset_names() -> list[str]:
     return sorted(PRESETS)
-
-
-def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
-    """``config`` with :class:`TrainConfig` and :class:`ModelConfig` fields replaced.
-
-    ``model`` may be a :class:`ModelConfig` (replaces it) or a model name (``"gcnn"``).
-    ``group="t2"`` implies ``num_elements=1``, deterministic sampling, ``partial=False``
-    (and no per-layer sampling); ``group="mirror"`` implies ``num_elements=2`` and
-    deterministic sampling, unless those fields are given too.
-    """
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    train_kw: dict[str, Any] = {}
-    model_kw: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key == "model" and isinstance(value, ModelConfig):
-            train_kw["model"] = value
-        elif key in model_fields:
-            model_kw[key] = value
-        elif key in train_fields:
-            train_kw[key] = value
-        else:
-            raise ValueError(f"unknown config field {key!r}")
-    implied = {}
-    if "group" in model_kw:
-        implied = get_group(model_kw["group"]).implied_settings().as_dict()
-    model_kw = implied | model_kw
-    model = train_kw.pop("model", config.model)
-    if model_kw:
-        model = model.replace(**model_kw)
-    return config.replace(model=model, **train_kw)
 
 
 def get_preset(name: str, **overrides: Any) -> TrainConfig:

@@ -227,7 +227,9 @@ def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
         )
     record = {"figure": "subsets", "date": _now(), "runs": entries}
 
-    mirrors = any("mirror" in layer["axes"] for e in entries for layer in e["layers"])
+    mirrors = any(
+        _axis(layer, "mirror", "width") is not None for e in entries for layer in e["layers"]
+    )
     extra = _extra_axes(entries)
     rows = max(len(e["layers"]) for e in entries)
     columns = 1 + int(mirrors) + len(extra)
