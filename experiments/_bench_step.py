@@ -200,9 +200,12 @@ def run_config(
     (forward and backward, from the step traced with ``depthwise="conv"``, zero taps
     included; :func:`~experiments._floor.conv_macs`), whatever formulation runs; ``gflop`` is
     XLA's count for the compiled step."""
-    for value, known in ((execution, EXECUTIONS), (depthwise, DEPTHWISES)):
+    for what, value, known in (
+        ("execution", execution, EXECUTIONS),
+        ("depthwise", depthwise, DEPTHWISES),
+    ):
         if value not in known:
-            raise ValueError(f"unknown setting {value!r}; expected one of {known}")
+            raise ValueError(f"unknown {what} {value!r}; expected one of {known}")
     config, half = bench_config(
         name, precision=precision, width=width, kernel_size=kernel_size, seed=seed, extra=extra
     )
@@ -227,8 +230,6 @@ def run_config(
     loss = float(out["loss_sum"]) / float(out["count"])
     if not np.isfinite(loss):
         raise ValueError(f"config {name!r}: the train step gave a non-finite loss {loss}")
-    med, floor = statistics.median(step_ms), statistics.median(floor_ms)
-    device_peak = (jax.local_devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
     return dict(
         config=name,
         batch=batch,
@@ -237,6 +238,19 @@ def run_config(
         active_elements=list(sizes),
         image_size=image_size,
         preset_config=config.to_dict(),
+        **_measures(step_ms, floor_ms, step_c, floor_c, convs, real_gflop),
+        compile_s=compile_s,
+        floor_compile_s=floor_compile_s,
+        depthwise=method,
+        last_loss=loss,
+    )
+
+
+def _measures(step_ms, floor_ms, step_c, floor_c, convs, real_gflop: float) -> dict[str, Any]:
+    """The timings, memory and FLOP counts of a :func:`run_config` result."""
+    med, floor = statistics.median(step_ms), statistics.median(floor_ms)
+    device_peak = (jax.local_devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+    return dict(
         ms_per_step=med,
         floor_ms=floor,
         ratio=med / floor,
@@ -246,19 +260,15 @@ def run_config(
         floor_ms_all=floor_ms,
         peak_mem_mb=_peak_mb(step_c),
         device_peak_mb_so_far=None if device_peak is None else device_peak / 2**20,
-        compile_s=compile_s,
-        floor_compile_s=floor_compile_s,
         gflop=_flops(step_c) / 1e9,
         real_gflop=real_gflop,
         real_gflops=real_gflop / (med / 1e3),
-        depthwise=method,
         floor_gflop=_flops(floor_c) / 1e9,
         num_convs=sum(c["times"] for c in convs),
         conv_shapes=[
             [list(c["lhs"].shape), list(c["rhs"].shape), str(c["lhs"].dtype), c["times"]]
             for c in convs
         ],
-        last_loss=loss,
     )
 
 
