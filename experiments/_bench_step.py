@@ -103,7 +103,7 @@ def _flops(compiled) -> float:
     return float(cost["flops"])
 
 
-def _peak_mb(compiled) -> float | None:
+def peak_mb(compiled) -> float | None:
     try:
         m = compiled.memory_analysis()
     except (NotImplementedError, RuntimeError):  # backends without a memory analysis
@@ -119,15 +119,11 @@ def _peak_mb(compiled) -> float | None:
     return total / 2**20
 
 
-def _make_step(config: TrainConfig, name: str, half: bool, hold: bool):
-    """``(step, state, active sizes)``: the train step of ``config`` on the split state (with
-    ``hold``, the distribution parameters kept at their start values)."""
-    model = create_model(config)
-    if half:
-        _set_half(model, name)
-    if hold:
-        update_adaptive(model)
-    sizes = active_elements(model)
+def split_step(model: nnx.Module, config: TrainConfig, *, hold: bool = False):
+    """``(step, state)``: the train step of ``model`` (put in train mode, with a fresh
+    optimiser) as a function of the split ``state``, as the training loop runs it; with
+    ``hold`` the distribution parameters stay at their start values (their update is computed,
+    then discarded)."""
     model.train()
     optimizer = create_optimizer(config, model)
     graphdef, state = nnx.split((model, optimizer))
@@ -142,6 +138,18 @@ def _make_step(config: TrainConfig, name: str, half: bool, hold: bool):
             nnx.update(model, held)
         return nnx.state((model, optimizer)), out
 
+    return step, state
+
+
+def _make_step(config: TrainConfig, name: str, half: bool, hold: bool):
+    """``(step, state, active sizes)`` of bench config ``name`` (:func:`split_step`)."""
+    model = create_model(config)
+    if half:
+        _set_half(model, name)
+    if hold:
+        update_adaptive(model)
+    sizes = active_elements(model)
+    step, state = split_step(model, config, hold=hold)
     return step, state, sizes
 
 
@@ -258,7 +266,7 @@ def _measures(step_ms, floor_ms, step_c, floor_c, convs, real_gflop: float) -> d
         max_ms=max(step_ms),
         step_ms=step_ms,
         floor_ms_all=floor_ms,
-        peak_mem_mb=_peak_mb(step_c),
+        peak_mem_mb=peak_mb(step_c),
         device_peak_mb_so_far=None if device_peak is None else device_peak / 2**20,
         gflop=_flops(step_c) / 1e9,
         real_gflop=real_gflop,
