@@ -9,7 +9,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pgcnn_jax.models._config import ModelConfig
-from pgcnn_jax.nn import GroupBatchNorm, GroupFeatures, GroupLayerNorm, SamplingSpec
+from pgcnn_jax.nn import (
+    GroupBatchNorm,
+    GroupFeatures,
+    GroupLayerNorm,
+    LiftingConv,
+    SamplingSpec,
+    spatial_max_pool,
+)
 
 
 def check_positive_int(name: str, value) -> int:
@@ -166,3 +173,33 @@ def changes_grid(config: ModelConfig) -> bool:
     """
     spec = sampling_spec(config)
     return spec.partial or (spec.moves and config.make_group().moves(config.num_elements))
+
+
+def init_stem(model: nnx.Module, config: ModelConfig, in_features: int, num_classes: int, rngs):
+    """The part of a model's constructor CKResNet and GCNN share: ``config``,
+    ``in_features``, ``num_classes``, the lifting conv ``lift``, ``stem_norm`` and
+    ``stem_pool``. Returns ``(widths, pool block indices)``."""
+    model.config = config
+    model.in_features = check_positive_int("in_features", in_features)
+    model.num_classes = check_positive_int("num_classes", num_classes)
+    widths = block_widths(config)
+    pools = check_block_indices("pool_blocks", config.pool_blocks, 0, config.num_blocks)
+    model.stem_pool = 0 in pools
+    model.lift = LiftingConv(in_features, widths[0], **lifting_settings(config), rngs=rngs)
+    model.stem_norm = make_norm(config.norm, widths[0])
+    return widths, pools
+
+
+def forward_blocks(
+    model: nnx.Module, x, *, rngs: nnx.Rngs | None, batch_mask: jax.Array | None, name: str
+) -> GroupFeatures:
+    """``x [B, H, W, C_in]`` through the stem of :func:`init_stem` (lift, norm, optional
+    pool, ReLU) and ``model.blocks``."""
+    x = check_images(x, model.in_features, name)
+    h = apply_norm(model.stem_norm, model.lift(x, rngs=rngs), batch_mask)
+    if model.stem_pool:
+        h = spatial_max_pool(h)
+    h = relu(h)
+    for block in model.blocks:
+        h = block(h, rngs=rngs, batch_mask=batch_mask)
+    return h
