@@ -158,7 +158,7 @@ def test_learned_subsets_cover_every_conv_in_forward_order(partial_model, full_m
             want = 1.0 if getattr(layer, "theta", None) is None else float(layer.theta[...])
             rotation = s.axes["rotation"]
             assert rotation["width"] == pytest.approx(want)
-            assert rotation["interval_deg"] == pytest.approx((-180 * abs(want), 180 * abs(want)))
+            assert rotation["interval_deg"] == pytest.approx([-180 * abs(want), 180 * abs(want)])
             assert "mirror" not in s.axes and s.num_elements == 4
             assert 1 <= rotation["kept"] == s.kept_elements <= 4
         assert any(s.partial for s in subsets) == partial

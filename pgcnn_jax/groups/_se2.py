@@ -42,13 +42,13 @@ def rotation_axis(rot: int, kept: int, params: Mapping[str, np.ndarray], *, rota
     learned width ``theta`` (1 without one, ``None`` with per-rotation ``keep`` decisions or
     without rotations), the kept interval in degrees and the keep probabilities."""
     theta, keep = params.get("theta"), params.get("keep")
-    keep_probs = None
+    keep_probs = None  # lists, not tuples: the axes are written to JSON and read back
     if keep is not None:
-        keep_probs = tuple(float(p) for p in host_sigmoid(2.0 * np.asarray(keep)))
+        keep_probs = [float(p) for p in host_sigmoid(2.0 * np.asarray(keep))]
     width = None
     if rotates and keep is None:
         width = 1.0 if theta is None else float(np.asarray(theta).reshape(()))
-    interval = None if width is None else (-180.0 * abs(width), 180.0 * abs(width))
+    interval = None if width is None else [-180.0 * abs(width), 180.0 * abs(width)]
     return {
         "kept": kept,
         "of": rot,
