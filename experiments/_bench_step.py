@@ -26,7 +26,7 @@ from pgcnn_jax.nn import (
     partial_layers,
     update_adaptive,
 )
-from pgcnn_jax.train import TrainConfig, create_model, create_optimizer, train_step
+from pgcnn_jax.train import Objective, TrainConfig, create_model, create_optimizer, train_step
 
 _CONFIG = re.compile(
     r"^(?P<group>[a-z0-9]+)-(?P<n>[0-9]+)-(?P<kind>full|partial|partial-half)(?P<sep>-sep)?$"
@@ -127,7 +127,7 @@ def split_step(model: nnx.Module, config: TrainConfig, *, hold: bool = False):
     model.train()
     optimizer = create_optimizer(config, model)
     graphdef, state = nnx.split((model, optimizer))
-    kw = dict(weight_decay=config.weight_decay, monotonic=config.monotonic)
+    kw = dict(objective=Objective.of(config))
 
     def step(state, batch, key):
         model, optimizer = nnx.merge(graphdef, state)

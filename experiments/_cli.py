@@ -29,12 +29,11 @@ from pgcnn_jax.data import describe_source
 from pgcnn_jax.groups import GROUP_NAMES, get_group
 from pgcnn_jax.models import HEADS, MODEL_NAMES
 from pgcnn_jax.train import (
+    RunDir,
     TrainConfig,
     TrainingDiverged,
     WorkdirLocked,
     check_devices,
-    check_workdir,
-    lock_workdir,
     train_and_evaluate,
 )
 
@@ -170,10 +169,14 @@ def _stand_in_groups() -> tuple[str, ...]:
     return tuple(g for g in GROUP_NAMES if not get_group(g).trivial)
 
 
+# The group a CLI run takes without --group: SE2, but E2 for MNIST6-M (a mirror task).
+_DEFAULT_GROUP = {"mnist6_m": "e2"}
+
+
 def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
     """The preset matching ``dataset`` and the architecture flags, or the closest one
     (``notes``: see :func:`say`)."""
-    group = _GROUP.value or ("e2" if dataset == "mnist6_m" else "se2")
+    group = _GROUP.value or _DEFAULT_GROUP.get(dataset, "se2")
     partial = FLAGS.partial
     if not FLAGS["partial"].present:
         implied = get_group(group).implied_settings().partial
@@ -187,7 +190,7 @@ def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
     for v in variants:
         for g in _stand_in_groups():  # the same architecture with another group
             candidates.append(f"{dataset}-{v.replace(f'{group}-', f'{g}-', 1)}")
-    candidates.append(f"{dataset}-{'e2' if dataset == 'mnist6_m' else 'se2'}-partial")
+    candidates.append(f"{dataset}-{_DEFAULT_GROUP.get(dataset, 'se2')}-partial")
     for name in candidates:
         if name in PRESETS:
             if name != candidates[0]:
@@ -271,8 +274,8 @@ def run(datasets: Sequence[str], dataset: str | None = None, **extra: Any) -> di
     notes: list[str] = []
     name, config = resolve(datasets, dataset, notes, **extra)
     workdir = _WORKDIR.value or os.path.join("runs", name)
-    with lock_workdir(workdir):  # a second process on this workdir stops here, at once
-        check_workdir(config, workdir, record=False)
+    # Locked and checked once: a second process on this workdir stops here, at once.
+    with RunDir(workdir).open(config) as run_dir:
         say(describe_source(config.dataset, config.data_dir, config.data))
         for note in notes:
             say(note)
@@ -283,7 +286,7 @@ def run(datasets: Sequence[str], dataset: str | None = None, **extra: Any) -> di
                 "command); on CPU that is about 10x slower than one sample shared by the batch: "
                 "--nosample_per_batch_element turns it off"
             )
-        results = train_and_evaluate(config, workdir, progress=FLAGS.progress)
+        results = train_and_evaluate(config, run_dir, progress=FLAGS.progress)
     keys = ("test_accuracy", "best_val_accuracy", "best_epoch", "epochs", "steps", "stop_reason")
     print(json.dumps({"run": name, "workdir": workdir} | {k: results[k] for k in keys}))
     return results

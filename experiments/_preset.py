@@ -1,5 +1,6 @@
-"""A preset value (:class:`Preset`) and config overrides (:func:`with_overrides`); the
-presets themselves are in :mod:`experiments.configs`."""
+"""A preset value (:class:`Preset`), the registry of presets (:data:`PRESETS`, filled by
+:mod:`experiments.configs`, which defines them) and config overrides
+(:func:`with_overrides`)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,38 @@ def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
     if model_kw:
         model = model.replace(**model_kw)
     return config.replace(model=model, **train_kw)
+
+
+PRESETS: dict[str, Preset] = {}
+
+UNAVAILABLE_PRESETS: dict[str, str] = {}
+"""Preset name -> why it is not in :data:`PRESETS` (a group it needs is not registered)."""
+
+
+def add_preset(name: str, config: TrainConfig, source: str, paper: str, notes: str = "") -> None:
+    if name in PRESETS:
+        raise RuntimeError(f"duplicate preset {name!r}")
+    PRESETS[name] = Preset(name, config, source, paper, notes)
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def get_preset(name: str, **overrides: Any) -> TrainConfig:
+    """The config of preset ``name`` with ``overrides`` (see :func:`with_overrides`).
+
+    Raises:
+      ValueError: for an unknown name (listing the known ones) or invalid overrides.
+    """
+    if name not in PRESETS:
+        check_available(name)
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
+    return with_overrides(PRESETS[name].config, **overrides)
+
+
+def check_available(name: str) -> None:
+    """Raises ``ValueError`` saying why preset ``name`` is missing if it is one of
+    :data:`UNAVAILABLE_PRESETS` (a group it needs is not registered); else does nothing."""
+    if name in UNAVAILABLE_PRESETS:
+        raise ValueError(UNAVAILABLE_PRESETS[name])

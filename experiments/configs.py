@@ -22,10 +22,20 @@ Every preset states its command and the paper's number: ``PRESETS[name].doc``. O
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from experiments._paper import CK_PAPER, CK_ROWS, GCNN_PAPER, GCNN_ROWS, paper_numbers
-from experiments._preset import CLI_OF_DATASET, Preset, with_overrides
+from experiments._preset import (
+    CLI_OF_DATASET,
+    PRESETS,
+    UNAVAILABLE_PRESETS,
+    Preset,
+    add_preset,
+    check_available,
+    get_preset,
+    preset_names,
+    with_overrides,
+)
 from pgcnn_jax.groups import GROUP_NAMES, get_group
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import TrainConfig
@@ -90,14 +100,6 @@ T2 = dict(group="t2", **get_group("t2").implied_settings().as_dict())
 FULL = dict(partial=False)
 AUGERINO = dict(partial=False, sample_per_layer=False)
 
-PRESETS: dict[str, Preset] = {}
-
-
-def _add(name: str, config: TrainConfig, source: str, paper: str, notes: str = "") -> None:
-    if name in PRESETS:
-        raise RuntimeError(f"duplicate preset {name!r}")
-    PRESETS[name] = Preset(name, config, source, paper, notes)
-
 
 # ------------------------------------------------------------------------------- MNIST6
 def _mnist6(dataset: str, model: ModelConfig, lr_probs: float = 0.0) -> TrainConfig:
@@ -115,7 +117,7 @@ def _mnist6(dataset: str, model: ModelConfig, lr_probs: float = 0.0) -> TrainCon
 
 _MAGNET = dict(kernel="magnet", kernel_hidden=32, kernel_size=7, width=10)
 _TWO_BLOCKS = dict(block_width_factors=(1.0, 2))
-_add(
+add_preset(
     "mnist6_180-se2-partial",
     _mnist6(
         "mnist6_180",
@@ -125,7 +127,7 @@ _add(
     "100.0 (Table 1)",
     "samples per batch element (sample_per_batch_element=True), as the released command",
 )
-_add(
+add_preset(
     "mnist6_180-se2-full",
     _mnist6(
         "mnist6_180",
@@ -148,20 +150,20 @@ _MIRROR_SOURCE = "derived from row {} with the Mirroring group (N = 2, determini
 for _kind, _row, _paper_acc, _kw in (("partial", 3, "100.0", {}), ("full", 4, "50.0", FULL)):
     for _ds in ("mnist6_m", "mnist6_180"):
         derived = "" if _ds == "mnist6_m" else ", dataset MNIST6-180 (Table 1 E(2) rows)"
-        _add(
+        add_preset(
             f"{_ds}-e2-{_kind}",
             _mnist6(_ds, _ckresnet(group="e2", **_kw, **_MAGNET, **_TWO_BLOCKS)),
             f"REFERENCE 7 row {_row}" + derived,
             f"{_paper_acc} (Table 1)",
         )
-    _add(
+    add_preset(
         f"mnist6_m-mirror-{_kind}",
         _mnist6("mnist6_m", _ckresnet(**_kw, **_MIRROR, **_MAGNET, **_TWO_BLOCKS)),
         _MIRROR_SOURCE.format(_row),
         f"{_paper_acc} (Table 1)",
         "the release has no Mirroring run (REFERENCE 7 d.4)",
     )
-_add(
+add_preset(
     "fig4",
     _mnist6(
         "mnist6_180",
@@ -181,33 +183,53 @@ _add(
 
 
 # ------------------------------------------------------------------------------- CKResNet
+class _CkData(NamedTuple):
+    """What the CKResNet commands change per dataset (REFERENCE 7)."""
+
+    epochs: int = 300
+    weight_decay: float = 1e-4
+    # RotMNIST's: pooling after blocks 1 and 2, a 1x1 final map
+    rotmnist_recipe: bool = False
+    # groups whose runs leave lr_probs = lr and add the monotonic loss (REFERENCE 7 d.7, d.9;
+    # inactive without partial layers, row 7)
+    monotonic_groups: tuple[str, ...] = ()
+    # (variant, notes) pairs
+    variant_notes: tuple[tuple[str, str], ...] = ()
+
+
+_CK_DATA = {
+    "rotmnist": _CkData(weight_decay=0.0, rotmnist_recipe=True, monotonic_groups=("se2",)),
+    "cifar10": _CkData(
+        variant_notes=(
+            (
+                "e2-augerino",
+                "the release's command uses SE2 here (a copy of row 19, d.6); we use E2",
+            ),
+        )
+    ),
+    "cifar100": _CkData(),
+    "pcam": _CkData(epochs=30),
+}
+
+
 def _ck_train(dataset: str, model: ModelConfig, **kw: Any) -> TrainConfig:
-    bench = dataset != "rotmnist"
+    data = _CK_DATA[dataset]
     base = dict(
         dataset=dataset,
         model=model,
-        epochs=30 if dataset == "pcam" else 300,
+        epochs=data.epochs,
         batch_size=64,
         lr=1e-3,
         scheduler="cosine",
         warmup_epochs=5,
-        weight_decay=1e-4 if bench else 0.0,
+        weight_decay=data.weight_decay,
     )
     return TrainConfig(**(base | kw))
 
 
-# REFERENCE 7 d.7, d.9: the RotMNIST SE2 runs leave lr_probs = lr and add the monotonic loss
-# (inactive without partial layers, row 7).
-_MONOTONIC_RUNS = {("rotmnist", "se2")}
-# (dataset, group) -> note of the Augerino preset (d.6: the release's command is a copy of row 19)
-_AUGERINO_NOTES = {
-    ("cifar10", "e2"): "the release's command uses SE2 here (a copy of row 19, d.6); we use E2"
-}
-
-
 def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
     """Config and notes of a CKResNet ``variant`` on ``dataset``."""
-    rot = dataset == "rotmnist"
+    rot = _CK_DATA[dataset].rotmnist_recipe
     pool = dict(pool_blocks=(0, 1)) if rot else {}
     final_dim = dict(final_spatial_dim=(1, 1) if rot else (2, 2))
     notes = ""
@@ -217,7 +239,7 @@ def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
     group, kind = variant.split("-")
     model_kw: dict[str, Any] = dict(group=group, **pool)
     train_kw: dict[str, Any] = {}
-    monotonic = (dataset, group) in _MONOTONIC_RUNS
+    monotonic = group in _CK_DATA[dataset].monotonic_groups
     if kind == "partial":
         train_kw = dict(monotonic=1e-3) if monotonic else dict(lr_probs=1e-4)
     elif kind in ("full", "mlp", "t2head"):
@@ -235,7 +257,7 @@ def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
             notes = "plain G-CNN: the release's MLP-readout / T(2)-head flags dropped (d.5)"
     elif kind == "augerino":
         model_kw.update(model="augerino_ckresnet", **AUGERINO)
-        notes = _AUGERINO_NOTES.get((dataset, group), "")
+        notes = dict(_CK_DATA[dataset].variant_notes).get(variant, notes)
     return _ck_train(dataset, _ckresnet(**model_kw), **train_kw), notes
 
 
@@ -244,19 +266,25 @@ _CK_VARIANTS = (
     *(f"{g}-{k}" for g in ("se2", "e2") for k in ("partial", "full", "augerino", "mlp", "t2head")),
 )
 _PCAM_VARIANTS = ("t2", "se2-partial", "se2-full", "e2-partial", "e2-full")
-for _ds in ("rotmnist", "cifar10", "cifar100", "pcam"):
-    for _v in _PCAM_VARIANTS if _ds == "pcam" else _CK_VARIANTS:
+_PCAM_SOURCE = "not in the paper: CIFAR-10 CKResNet settings, 30 epochs (our choice)"
+for _ds, _variants, _fixed_source in (
+    ("rotmnist", _CK_VARIANTS, None),
+    ("cifar10", _CK_VARIANTS, None),
+    ("cifar100", _CK_VARIANTS, None),
+    ("pcam", _PCAM_VARIANTS, _PCAM_SOURCE),
+):
+    for _v in _variants:
         _cfg, _notes = _ck_variant(_ds, _v)
         _row = CK_ROWS.get(_ds, {}).get(_v)
-        if _ds == "pcam":
-            _source = "not in the paper: CIFAR-10 CKResNet settings, 30 epochs (our choice)"
+        if _fixed_source is not None:
+            _source = _fixed_source
         elif _row is None:
             _source = f"derived: the {_v.split('-')[0].upper()} full model with the Table-4 head"
         else:
             _source = f"REFERENCE 7 row {_row}"
         _table = "Table 4" if _v.endswith(("mlp", "t2head")) else "Tables 2/3"
         _numbers = CK_PAPER.get(_ds, {}).get(_v, {})
-        _add(f"{_ds}-{_v}", _cfg, _source, paper_numbers(_numbers, _table), _notes)
+        add_preset(f"{_ds}-{_v}", _cfg, _source, paper_numbers(_numbers, _table), _notes)
 
 # Separable variants of the partial CKResNets (issue 9): the same config, separable group convs.
 _SEP_SOURCE = (
@@ -267,7 +295,7 @@ _SEP_SOURCE = (
 for _ds in ("rotmnist", "cifar10"):
     for _g in ("se2", "e2"):
         _base = PRESETS[f"{_ds}-{_g}-partial"]
-        _add(
+        add_preset(
             f"{_ds}-{_g}-partial-sep",
             _base.config.replace(model=_base.config.model.replace(separable=True)),
             _SEP_SOURCE.format(base=_base.name),
@@ -302,11 +330,8 @@ _GCNN_TRAIN = dict(
 )
 for _ds, _variants in _GCNN_SETTINGS.items():
     for _v, (_mkw, _tkw) in _variants.items():
-        _train = dict(epochs=205, batch_size=128, lr=1e-3, scheduler="cosine", warmup_epochs=5)
-        _cfg = TrainConfig(
-            dataset=_ds, model=_gcnn(**_mkw), **(_train | dict(weight_decay=0.0) | _tkw)
-        )
-        _add(
+        _cfg = TrainConfig(dataset=_ds, model=_gcnn(**_mkw), **(_GCNN_TRAIN | _tkw))
+        add_preset(
             f"{_ds}-gcnn-{_v}",
             _cfg,
             f"REFERENCE 7 row {GCNN_ROWS[_ds][_v]}",
@@ -317,34 +342,7 @@ for _ds, _variants in _GCNN_SETTINGS.items():
         )
 
 
-# ------------------------------------------------------------------------------- access
-def preset_names() -> list[str]:
-    return sorted(PRESETS)
-
-
-def get_preset(name: str, **overrides: Any) -> TrainConfig:
-    """The config of preset ``name`` with ``overrides`` (see :func:`with_overrides`).
-
-    Raises:
-      ValueError: for an unknown name (listing the known ones) or invalid overrides.
-    """
-    if name not in PRESETS:
-        check_available(name)
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
-    return with_overrides(PRESETS[name].config, **overrides)
-
-
-def check_available(name: str) -> None:
-    """Raises ``ValueError`` saying why preset ``name`` is missing if it is one of
-    :data:`UNAVAILABLE_PRESETS` (a group it needs is not registered); else does nothing."""
-    if name in UNAVAILABLE_PRESETS:
-        raise ValueError(UNAVAILABLE_PRESETS[name])
-
-
 # ------------------------------------------------------------------------------- MNIST-scale
-UNAVAILABLE_PRESETS: dict[str, str] = {}
-"""Preset name -> why it is not in :data:`PRESETS` (a group it needs is not registered)."""
-
 _SESN = (
     "- (not in the paper); context from other models: SESN (Sosnovik et al., ICLR 2020) "
     "reports about 1.68 % test error on MNIST-scale, its CNN baseline about 2.0 %"
@@ -390,7 +388,7 @@ for _v, (_base, _mkw, _detail) in _MNIST_SCALE_VARIANTS.items():
             f"pgcnn_jax.groups (registered: {', '.join(GROUP_NAMES)})"
         )
         continue
-    _add(
+    add_preset(
         _name,
         with_overrides(PRESETS[f"rotmnist-{_base}"].config, dataset="mnist_scale", **_mkw),
         f"not in the paper: derived from rotmnist-{_base}",

@@ -27,7 +27,7 @@ import numpy as np
 from absl import flags, logging
 
 from experiments._flagset import parse_or_help, print_error
-from pgcnn_jax.train import evaluate_run
+from pgcnn_jax.train import RunFiles, TestScores, check_samples, evaluate_run
 from pgcnn_jax.train._metrics import write_json
 
 __all__ = ["main", "summarize_run"]
@@ -45,56 +45,47 @@ def _flag_values() -> flags.FlagValues:
     return fv
 
 
-def _read_lines(path: str) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def summarize_run(
     workdir: str, *, eval_samples: int, learned: float, train_threshold: float
 ) -> dict[str, Any]:
     """The row of one run (see the module doc); runs the K-sample test unless cached."""
-    results_path = os.path.join(workdir, "results.json")
-    if not os.path.exists(results_path):
+    files = RunFiles(workdir)
+    results = files.read_results()
+    if results is None:
         raise ValueError(f"{workdir!r} has no results.json: is the run finished?")
-    with open(results_path) as f:
-        results = json.load(f)
-    lines = [r for r in _read_lines(os.path.join(workdir, "metrics.jsonl"))
-             if not r.get("partial_epoch")]  # fmt: skip
+    lines = files.read_epochs(partial=False)
     cache = os.path.join(workdir, f"test_k{eval_samples}.json")
     if os.path.exists(cache):
         with open(cache) as f:
-            test = json.load(f)
+            test = TestScores.from_dict(json.load(f))
     else:
-        test = evaluate_run(workdir, eval_samples=eval_samples)
-        write_json(cache, test)
-    passed = [r["step"] for r in lines if r["train_accuracy"] >= train_threshold]
-    model = results["config"]["model"]
-    snr = [
-        [g.get("theta") for g in r.get("grad_snr", [])] for r in lines[-10:] if r.get("grad_snr")
-    ]
+        result = evaluate_run(workdir, eval_samples=eval_samples)
+        write_json(cache, result)
+        test = TestScores.from_dict(result)
+    passed = [r.step for r in lines if r.train_accuracy >= train_threshold]
+    snr = [[g.get("theta") for g in r.grad_snr] for r in lines[-10:] if r.grad_snr]
     snr_mean = np.nanmean(np.asarray(snr, float), axis=0).tolist() if snr else None
     return {
         "run": workdir,
-        "render": "separable" if model.get("separable") else "joint",
-        "seed": results["config"]["seed"],
-        "steps": results["steps"],
-        "epochs": results["epochs"],
-        "best_epoch": results["best_epoch"],
-        "test_accuracy_k1": results["test_accuracy"],
+        "render": "separable" if results.config["model"].get("separable") else "joint",
+        "seed": results.config["seed"],
+        "steps": results.steps,
+        "epochs": results.epochs,
+        "best_epoch": results.best_epoch,
+        "test_accuracy_k1": results.test.test_accuracy,
         "eval_samples": eval_samples,
-        "test_accuracy": test["test_accuracy"],
-        "single_passes": [min(test["test_accuracies"]), max(test["test_accuracies"])],
-        "learned": test["test_accuracy"] >= learned,
+        "test_accuracy": test.test_accuracy,
+        "single_passes": [min(test.test_accuracies), max(test.test_accuracies)],
+        "learned": test.test_accuracy >= learned,
         "step_train_above": passed[0] if passed else None,
-        "final_train_accuracy": lines[-1]["train_accuracy"] if lines else None,
-        "theta": results["theta"],
+        "final_train_accuracy": lines[-1].train_accuracy if lines else None,
+        "theta": results.stats.theta,
         "theta_grad_snr_last10": snr_mean,
-        "seconds": results["seconds"],
+        "seconds": results.seconds,
         "curves": {
-            "step": [r["step"] for r in lines],
-            "train_accuracy": [r["train_accuracy"] for r in lines],
-            "theta": [r["theta"] for r in lines],
+            "step": [r.step for r in lines],
+            "train_accuracy": [r.train_accuracy for r in lines],
+            "theta": [r.stats.theta for r in lines],
         },
     }
 
@@ -166,8 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not fv.run:
             raise ValueError("give at least one --run=DIR")
-        if fv.eval_samples < 1:
-            raise ValueError(f"--eval_samples must be >= 1, got {fv.eval_samples}")
+        check_samples("--eval_samples", fv.eval_samples)
         logging.set_verbosity(logging.WARNING)
         rows = []
         for run in fv.run:

@@ -21,10 +21,8 @@ also defined by the training CLIs' global flags).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -33,13 +31,31 @@ from typing import Any
 from absl import flags
 
 from experiments._flagset import parse_or_help, print_error
-from experiments._tables_grid import TABLES, Cell, TableSpec, cells
-from experiments.configs import CLI_OF_DATASET, PRESETS, get_preset
+from experiments._tables_grid import TABLES, Cell, cells
+from experiments._tables_render import (
+    collect,
+    evaluation_text,
+    markdown,
+    parse_seeds,
+    schedule_text,
+    table_spec,
+)
+from experiments._tables_status import (
+    DONE,
+    STALE,
+    TODO,
+    RunStatus,
+    config_changes,
+    eval_samples_of,
+    run_status,
+)
+from experiments.configs import CLI_OF_DATASET
 
 __all__ = [
     "DONE",
     "STALE",
     "TODO",
+    "RunStatus",
     "collect",
     "config_changes",
     "dry_run_lines",
@@ -47,6 +63,7 @@ __all__ = [
     "evaluation_text",
     "grid",
     "main",
+    "markdown",
     "parse_data",
     "parse_seeds",
     "parse_shard",
@@ -54,12 +71,11 @@ __all__ = [
     "run_grid",
     "run_status",
     "runs",
+    "schedule_text",
     "table_spec",
     "write",
 ]
 
-DONE, STALE, TODO = "done", "stale", "to run"
-RESULTS_FILE = "results.json"
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -83,28 +99,9 @@ def _flag_values() -> flags.FlagValues:
 
 
 # ----------------------------------------------------------------------------- the grid
-def table_spec(table: int) -> TableSpec:
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; expected one of {', '.join(map(str, TABLES))}")
-    return TABLES[table]
-
-
 def grid(table: int) -> list[Cell]:
     """The cells of ``table`` in row-major order (see :mod:`experiments._tables_grid`)."""
     return cells(table_spec(table))
-
-
-def parse_seeds(text: str | Sequence[int]) -> tuple[int, ...]:
-    """``"0,1,2"`` -> ``(0, 1, 2)``; raises ``ValueError`` on anything else."""
-    if not isinstance(text, str):
-        return tuple(int(s) for s in text)
-    try:
-        seeds = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise ValueError(f"--seeds expects comma-separated integers, got {text!r}") from None
-    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds expects distinct non-negative integers, got {text!r}")
-    return seeds
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -147,335 +144,11 @@ def runs(
     return out
 
 
-# ----------------------------------------------------------------------------- status
-@dataclasses.dataclass(frozen=True)
-class RunStatus:
-    status: str
-    reason: str = ""
-    results: dict[str, Any] | None = None
-
-
-def _want(cell: Cell, seed: int, epochs: int | None, max_steps: int | None) -> dict[str, Any]:
-    config = PRESETS[cell.preset].config
-    return {
-        "epochs": config.epochs if epochs is None else epochs,
-        "max_steps": max_steps,
-        "seed": seed,
-        "num_elements": cell.elems,
-        "kernel": cell.kernel or config.model.kernel,
-        "dataset": config.dataset,
-    }
-
-
-def run_status(
-    cell: Cell, seed: int, root: str, *, epochs: int | None = None, max_steps: int | None = None
-) -> RunStatus:
-    """:data:`DONE` when ``results.json`` exists with the requested schedule (and the cell's
-    seed, N, kernel, dataset); :data:`STALE` when it exists with others; else :data:`TODO`."""
-    workdir = cell.workdir(root, seed)
-    path = os.path.join(workdir, RESULTS_FILE)
-    if not os.path.exists(path):
-        resumes = os.path.isdir(workdir) and bool(os.listdir(workdir))
-        return RunStatus(TODO, "resumes from its directory" if resumes else "")
-    try:
-        with open(path) as f:
-            results = json.load(f)
-        config = results["config"]
-        float(results["test_accuracy"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return RunStatus(TODO, f"unreadable {RESULTS_FILE} ({type(err).__name__})")
-    model = config.get("model", {})
-    have = {
-        "epochs": config.get("epochs"),
-        "max_steps": config.get("max_steps"),
-        "seed": config.get("seed", seed),
-        "num_elements": model.get("num_elements", cell.elems),
-        "kernel": model.get("kernel", _want(cell, seed, epochs, max_steps)["kernel"]),
-        "dataset": config.get("dataset", cell.dataset),
-    }
-    want = _want(cell, seed, epochs, max_steps)
-    diff = [f"{k} {have[k]} (requested {want[k]})" for k in want if have[k] != want[k]]
-    if diff:
-        return RunStatus(STALE, "finished with " + ", ".join(diff), results)
-    changes = config_changes(cell, config, want)
-    return RunStatus(DONE, ("modified: " + ", ".join(changes)) if changes else "", results)
-
-
-# Config keys that do not change what a run computes.
-_HARMLESS = {"data", "data_dir", "checkpoint_every_steps", "max_steps"}
-# Config keys the rendered table states on their own line (not listed as modifications).
-_STATED = {"eval_samples"}
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def config_changes(cell: Cell, stored: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    """Fields where a finished run's config differs from its cell's preset (other than the
-    cell's own overrides and settings that do not change results), e.g. a run started by hand
-    with ``--set``; the table lists them so a modified cell is never silent."""
-    expected = get_preset(
-        cell.preset,
-        num_elements=want["num_elements"],
-        kernel=want["kernel"],
-        seed=want["seed"],
-        epochs=want["epochs"],
-    ).to_dict()
-    exp, got = _flat(expected), _flat(stored)
-    return [
-        f"{k}={got.get(k)!r} (preset: {exp.get(k)!r})"
-        for k in sorted(set(exp) | set(got))
-        if k.split(".")[-1] not in _HARMLESS | _STATED and exp.get(k) != got.get(k)
-    ]
-
-
-def eval_samples_of(results: Mapping[str, Any]) -> int:
-    """``K`` of a finished run: ``results["eval_samples"]``, else its config's, else 1 (runs
-    from before the setting existed made one stochastic pass)."""
-    k = results.get("eval_samples", (results.get("config") or {}).get("eval_samples", 1))
-    return int(k)
-
-
-def evaluation_text(ks: Sequence[int]) -> str:
-    """The table's line on how the test accuracies were evaluated (``ks``: the ``K`` of its
-    finished runs)."""
-    ks = sorted(set(ks))
-    single = "K = 1, one stochastic pass with sampled elements shared per test batch (release)"
-    if not ks:
-        return "evaluation: –"
-    if ks == [1]:
-        return f"evaluation: {single}"
-    if len(ks) == 1:
-        return (
-            f"evaluation: K = {ks[0]}, mean softmax over {ks[0]} samplings drawn per test "
-            "example (also used for model selection)"
-        )
-    return (
-        f"evaluation: K differs between runs ({', '.join(map(str, ks))}); each cell states its "
-        "K (K > 1: mean softmax over K per-example samplings)"
-    )
-
-
-# ----------------------------------------------------------------------------- rendering
-def _paper_epochs(spec: TableSpec) -> list[int]:
-    return sorted({PRESETS[c.preset].config.epochs for c in cells(spec)})
-
-
-def schedule_text(table: int, epochs: int | None = None, max_steps: int | None = None) -> str:
-    """E.g. ``"schedule: 5 epochs (paper: 300)"``."""
-    paper = "/".join(map(str, _paper_epochs(table_spec(table))))
-    if epochs is None and max_steps is None:
-        return f"schedule: the paper's, {paper} epochs"
-    text = f"schedule: {paper if epochs is None else epochs} epoch{'' if epochs == 1 else 's'}"
-    if max_steps is not None:
-        text += f", each run stopped after at most {max_steps} steps"
-    return f"{text} (paper: {paper})"
-
-
-def _fmt(x: float, digits: int = 2) -> str:
-    return f"{x:.{digits}f}"
-
-
-def _cell_text(values: list[float], n_seeds: int, paper: float | None, digits: int) -> str:
-    paper_text = "n/a" if paper is None else _fmt(paper, digits)
-    if not values:
-        return f"– ({paper_text})"
-    text = _fmt(statistics.fmean(values))
-    if len(values) > 1:
-        text += f" ± {_fmt(statistics.stdev(values))}"
-    if len(values) < n_seeds:
-        text += f" [{len(values)}/{n_seeds} seeds]"
-    if paper is None:
-        return f"{text} (n/a)"
-    diff = round(statistics.fmean(values), 2) - paper
-    return f"{text} ({paper_text}, {diff:+.2f})"
-
-
-def _device_text(device: Any) -> str:
-    if isinstance(device, dict):
-        text = str(device.get("kind", "?"))
-        if device.get("platform"):
-            text += f" ({device['platform']})"
-        if device.get("count"):
-            text += f" ×{device['count']}"
-        return text
-    return str(device)
-
-
-def _percent(x: Any) -> float | None:
-    """The trainer reports accuracies as fractions (``correct / count``); tables show %."""
-    return None if x is None else 100.0 * float(x)
-
-
-def collect(
-    table: int,
-    root: str,
-    *,
-    seeds: Sequence[int] = (0,),
-    epochs: int | None = None,
-    max_steps: int | None = None,
-    data: Mapping[str, str] | None = None,
-    data_dir: str | None = None,
-) -> dict[str, Any]:
-    """Everything the rendered table shows, as a JSON-serialisable dict."""
-    spec = table_spec(table)
-    seeds = parse_seeds(seeds)
-    cmd_kw = dict(epochs=epochs, max_steps=max_steps, data=data, data_dir=data_dir)
-    rows = [{"labels": list(row.labels), "cells": []} for row in spec.rows]
-    devices: list[str] = []
-    dates: list[str] = []
-    counts = {DONE: 0, STALE: 0, TODO: 0}
-    commands, stale, modified = [], [], []
-    for cell in cells(spec):
-        entries, values = [], []
-        cell_ks: set[int] = set()
-        for seed in seeds:
-            st = run_status(cell, seed, root, epochs=epochs, max_steps=max_steps)
-            counts[st.status] += 1
-            command = cell.command_text(root, seed, **cmd_kw)
-            commands.append(command)
-            entry: dict[str, Any] = {
-                "seed": seed,
-                "run_id": cell.run_id(seed),
-                "workdir": cell.workdir(root, seed),
-                "status": st.status,
-                "reason": st.reason,
-                "command": command,
-            }
-            res = st.results
-            if res is not None:
-                entry.update(
-                    test_accuracy=_percent(res.get("test_accuracy")),
-                    best_val_accuracy=_percent(res.get("best_val_accuracy")),
-                    num_params=res.get("num_params"),
-                    epochs=res.get("epochs"),
-                    steps=res.get("steps"),
-                    theta=res.get("theta"),
-                    device=res.get("device"),
-                    date=res.get("date"),
-                    eval_samples=eval_samples_of(res),
-                )
-            if st.status == STALE:
-                stale.append(f"{cell.run_id(seed)}: {st.reason}")
-            if st.status == DONE and st.reason:
-                modified.append(f"{cell.run_id(seed)}: {st.reason}")
-            if st.status == DONE:
-                values.append(entry["test_accuracy"])
-                cell_ks.add(entry["eval_samples"])
-                if res.get("device") is not None:
-                    devices.append(_device_text(res["device"]))
-                if res.get("date"):
-                    dates.append(str(res["date"])[:10])
-            entries.append(entry)
-        mean = statistics.fmean(values) if values else None
-        rows[cell.row]["cells"].append(
-            {
-                "column": spec.columns[cell.col].label,
-                "preset": cell.preset,
-                "elems": cell.elems,
-                "kernel": cell.kernel,
-                "paper": cell.paper,
-                "ours": mean,
-                "std": statistics.stdev(values) if len(values) > 1 else None,
-                "n": len(values),
-                "diff": None if mean is None or cell.paper is None else mean - cell.paper,
-                "text": _cell_text(values, len(seeds), cell.paper, spec.paper_digits),
-                "eval_samples": sorted(cell_ks),
-                "runs": entries,
-            }
-        )
-    presets = sorted({c.preset for c in cells(spec)})
-    ks = sorted({k for row in rows for c in row["cells"] for k in c["eval_samples"]})
-    return {
-        "table": spec.number,
-        "title": spec.title,
-        "root": root,
-        "seeds": list(seeds),
-        "schedule": {
-            "epochs": epochs,
-            "max_steps": max_steps,
-            "paper_epochs": _paper_epochs(spec),
-            "text": schedule_text(table, epochs, max_steps),
-        },
-        "accuracy_unit": "percent (test accuracy of the best-validation checkpoint)",
-        "eval_samples": ks,
-        "evaluation": evaluation_text(ks),
-        "row_header": list(spec.row_header),
-        "columns": [c.label for c in spec.columns],
-        "rows": rows,
-        "counts": counts,
-        "devices": sorted(set(devices)),
-        "dates": sorted(set(dates)),
-        "stale": stale,
-        "modified": modified,
-        "notes": list(spec.notes),
-        "preset_notes": {p: PRESETS[p].notes for p in presets if PRESETS[p].notes},
-        "commands": commands,
-    }
-
-
-def _markdown(d: dict[str, Any]) -> str:
-    n_runs = sum(d["counts"].values())
-    dates = d["dates"]
-    date_text = "–" if not dates else dates[0] if len(dates) == 1 else f"{dates[0]} – {dates[-1]}"
-    seeds = ", ".join(map(str, d["seeds"]))
-    lines = [
-        f"## {d['title']}",
-        "",
-        "Cells: ours (paper, ours − paper), test accuracy in %"
-        + (f"; mean ± std over seeds {seeds}" if len(d["seeds"]) > 1 else f"; seed {seeds}")
-        + "; – = not run yet.",
-        "",
-        f"- {d['schedule']['text']}",
-        f"- {d['evaluation']}",
-        f"- device(s): {', '.join(d['devices']) or '–'}; date(s): {date_text}",
-        f"- runs: {d['counts'][DONE]} of {n_runs} done"
-        + (
-            f", {d['counts'][STALE]} stale (finished under another schedule/config, not counted)"
-            if d["counts"][STALE]
-            else ""
-        )
-        + (f", {d['counts'][TODO]} to run" if d["counts"][TODO] else ""),
-        "",
-    ]
-    header = d["row_header"] + d["columns"]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    mixed = len(d["eval_samples"]) > 1
-
-    def text(c: dict[str, Any]) -> str:
-        ks = c["eval_samples"]
-        return c["text"] + (f" [K={'/'.join(map(str, ks))}]" if mixed and ks else "")
-
-    for row in d["rows"]:
-        lines.append("| " + " | ".join(row["labels"] + [text(c) for c in row["cells"]]) + " |")
-    by_note: dict[str, list[str]] = {}
-    for preset, note in d["preset_notes"].items():
-        by_note.setdefault(note, []).append(f"`{preset}`")
-    notes = d["notes"] + [f"{', '.join(p)}: {n}" for n, p in by_note.items()]
-    if notes:
-        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
-    if d["modified"]:
-        lines += ["", "Runs that differ from their preset (counted; run by hand):", ""]
-        lines += [f"- {s}" for s in d["modified"]]
-    if d["stale"]:
-        lines += ["", "Stale runs (not counted):", ""] + [f"- {s}" for s in d["stale"]]
-    lines += ["", f"Commands ({len(d['commands'])} runs):", "", "```sh", *d["commands"], "```", ""]
-    return "\n".join(lines)
-
-
 def render(table: int, root: str, **kw: Any) -> tuple[str, dict[str, Any]]:
     """``(markdown, json dict)`` of ``table`` from the runs under ``root``; ``kw`` as
     :func:`collect` (``seeds``, ``epochs``, ``max_steps``, ``data``, ``data_dir``)."""
     d = collect(table, root, **kw)
-    return _markdown(d), d
+    return markdown(d), d
 
 
 def write(table: int, root: str, out: str | None = None, **kw: Any) -> tuple[str, str, str]:

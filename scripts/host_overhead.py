@@ -24,26 +24,29 @@ import jax
 import numpy as np
 
 from experiments.configs import PRESETS
-from pgcnn_jax.data import load_dataset
+from pgcnn_jax.data import load_splits
 from pgcnn_jax.nn import set_gumbel_horizon
-from pgcnn_jax.train import StepRunner, _loop, create_model, create_optimizer, train_and_evaluate
+from pgcnn_jax.train import (
+    Objective,
+    StepRunner,
+    _trainer,
+    create_model,
+    create_optimizer,
+    train_and_evaluate,
+)
 from pgcnn_jax.train._mesh import data_mesh, put_batch
 
 
 def _runner(config) -> tuple[StepRunner, dict, int]:
     """A runner of the run's compiled step on a model of its own, one placed batch, and the
     steps per epoch."""
-    splits = load_dataset(
-        config.dataset, data=config.data, batch_size=config.batch_size, seed=config.seed
-    )
+    splits = load_splits(config)
     model = create_model(config)
     spe = config.steps_per_epoch(splits.train.num_examples)
     set_gumbel_horizon(model, config.epochs * spe)
     optimizer = create_optimizer(config, model, steps_per_epoch=spe)
     mesh = data_mesh(config.devices, config.batch_size)
-    runner = StepRunner(
-        model, optimizer, weight_decay=config.weight_decay, monotonic=config.monotonic, mesh=mesh
-    )
+    runner = StepRunner(model, optimizer, objective=Objective.of(config), mesh=mesh)
     batch = put_batch(next(iter(splits.train.epoch(0))), mesh)
     jax.block_until_ready(runner(batch, jax.random.key(0)))  # compiles the step
     return runner, batch, splits.train.steps_per_epoch
@@ -63,9 +66,9 @@ def step_seconds(runner: StepRunner, batch: dict, steps: int, repeats: int) -> f
 
 
 def _timed_passes(passes: list[dict], runner: StepRunner, batch: dict, repeats: int):
-    """Wraps ``_Session.train_epoch``: records the wall clock and steps of every pass, and
+    """Wraps ``Trainer.train_epoch``: records the wall clock and steps of every pass, and
     right after it the step alone (the same load on a shared machine)."""
-    original = _loop._Session.train_epoch
+    original = _trainer.Trainer.train_epoch
 
     def train_epoch(self, bar, epoch_t0):
         step0, t0 = self.loop.step, time.perf_counter()
@@ -84,7 +87,7 @@ def _timed_passes(passes: list[dict], runner: StepRunner, batch: dict, repeats: 
         )
         return sums
 
-    _loop._Session.train_epoch = train_epoch
+    _trainer.Trainer.train_epoch = train_epoch
 
 
 def main() -> None:

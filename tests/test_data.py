@@ -17,7 +17,8 @@ from pgcnn_jax.data import (
     rotate_bilinear,
     train_validation_split,
 )
-from pgcnn_jax.data._load import _num_validation
+from pgcnn_jax.models import ModelConfig
+from pgcnn_jax.train import TrainConfig
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -140,7 +141,8 @@ def test_derive_mnist6(transform):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (30, 28, 28, 1), dtype=np.uint8)
     labels = np.array([6, 1, 2, 6, 6] * 6)
-    x, y = derive_mnist6(images, labels, transform=transform)
+    task = {"rot180": "mnist6_180", "mirror": "mnist6_m"}[transform]
+    x, y = derive_mnist6(images, labels, transform=pdata.get_dataset(task).transform)
     sixes = images[labels == 6]
     assert x.shape == (36, 28, 28, 1) and x.dtype == np.uint8
     np.testing.assert_array_equal(y, [0] * 18 + [1] * 18)
@@ -151,6 +153,8 @@ def test_derive_mnist6(transform):
     expected, other = (rot180, mirror) if transform == "rot180" else (mirror, rot180)
     np.testing.assert_array_equal(x[18:], expected)
     assert not np.array_equal(x[18:], other)  # negative control
+    with pytest.raises(ValueError, match=f"callable.*'{transform}'"):
+        derive_mnist6(images, labels, transform=transform)  # the old string spelling
 
 
 def test_mnist6_from_npz(mnist_npz):
@@ -182,6 +186,18 @@ def test_mnist6_rot_interval(mnist_npz):
         load_dataset("mnist6_m", data=mnist_npz, batch_size=4, rot_interval=10.0)
     with pytest.raises(ValueError, match="-5"):
         load_dataset("mnist6_180", data=mnist_npz, batch_size=4, rot_interval=-5)
+
+
+def test_load_splits_reads_the_run_settings(mnist_npz):
+    config = TrainConfig(
+        dataset="mnist6_180", model=ModelConfig(), batch_size=4, seed=2, rot_interval=30.0
+    )
+    a = pdata.load_splits(config, data=mnist_npz)  # another source than the config's (TFDS)
+    b = load_dataset("mnist6_180", data=mnist_npz, batch_size=4, seed=2, rot_interval=30.0)
+    np.testing.assert_array_equal(a.train.images, b.train.images)
+    assert a.train.order(0).tolist() == b.train.order(0).tolist() and a.spec == b.spec
+    same = pdata.load_splits(config.replace(data=mnist_npz))
+    np.testing.assert_array_equal(same.test.images, a.test.images)
 
 
 # ----------------------------------------------------------------------------- npz validation
@@ -315,9 +331,9 @@ def test_normalisation_of_one_pixel(tmp_path):
 
 def test_validation_split(tmp_path, cifar_npz):
     # Production sizes follow from the fractions.
-    assert _num_validation(get_spec("rotmnist"), 12000) == 2000
-    assert _num_validation(get_spec("cifar10"), 50000) == 5000
-    assert _num_validation(get_spec("cifar100"), 50000) == 5000
+    assert pdata.get_dataset("rotmnist").num_validation(12000) == 2000
+    assert pdata.get_dataset("cifar10").num_validation(50000) == 5000
+    assert pdata.get_dataset("cifar100").num_validation(50000) == 5000
     tr, va = train_validation_split(12000, 2000)
     assert (len(tr), len(va)) == (10000, 2000)
     assert np.intersect1d(tr, va).size == 0 and np.union1d(tr, va).size == 12000

@@ -20,6 +20,7 @@ from experiments.configs import PRESETS
 from pgcnn_jax.data import ArrayLoader
 from pgcnn_jax.models import build_model
 from pgcnn_jax.train import (
+    EvalSettings,
     TrainConfig,
     config_differences,
     evaluate,
@@ -114,8 +115,8 @@ def test_evaluate_averages_per_example_samples_whatever_the_batch_size(model):
     x, labels = _images(7, seed=5), np.array([0, 1, 2, 0, 1, 2, 0])
     config = TrainConfig(dataset="mnist6_180", model=TINY, eval_samples=3)
     key = jax.random.key(6)
-    by4 = evaluate(model, _loader(x, labels, 4), key, config)
-    by3 = evaluate(model, _loader(x, labels, 3), key, config)
+    by4 = evaluate(model, _loader(x, labels, 4), key, EvalSettings.of(config))
+    by3 = evaluate(model, _loader(x, labels, 3), key, EvalSettings.of(config))
     assert (by4.samples, by4.count, by3.count) == (3, 7, 7)
     assert by4.correct == by3.correct and by4.pass_correct == by3.pass_correct
     assert by4.loss == pytest.approx(by3.loss, abs=1e-5)
@@ -135,7 +136,7 @@ def test_default_is_the_release_single_pass(model):
     config = TrainConfig(dataset="mnist6_180", model=TINY)
     assert config.eval_samples == 1
     loader, key = _loader(x, labels, 4), jax.random.key(8)
-    got = evaluate(model, loader, key, config)
+    got = evaluate(model, loader, key, EvalSettings.of(config))
     model_def, model_state = nnx.split(model)
     loss_sum = correct = 0
     for i, batch in enumerate(loader.epoch(0)):

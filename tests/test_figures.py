@@ -20,7 +20,14 @@ from pgcnn_jax.analysis import conv_layers
 from pgcnn_jax.data import load_dataset
 from pgcnn_jax.models import partial_layers
 from pgcnn_jax.nn import GumbelStep
-from pgcnn_jax.train import TrainConfig, create_model, evaluate, load_run, train_and_evaluate
+from pgcnn_jax.train import (
+    EvalSettings,
+    TrainConfig,
+    create_model,
+    evaluate,
+    load_run,
+    train_and_evaluate,
+)
 from pgcnn_jax.train._state import TEST_SALT, root_key
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -105,7 +112,7 @@ def test_load_run_restores_the_tested_weights(runs, name):
     splits = load_dataset(
         config.dataset, data=config.data, batch_size=config.batch_size, seed=config.seed
     )
-    test = evaluate(model, splits.test, root_key(config.seed, TEST_SALT), config)
+    test = evaluate(model, splits.test, root_key(config.seed, TEST_SALT), EvalSettings.of(config))
     assert test.accuracy == results["test_accuracy"]
     assert test.loss == pytest.approx(results["test_loss"], rel=1e-5)
     # Restored, not freshly initialised; in eval mode.

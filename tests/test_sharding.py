@@ -20,6 +20,7 @@ from flax import nnx
 from pgcnn_jax.data import ArrayLoader
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import (
+    EvalSettings,
     MetricSums,
     StepRunner,
     TrainConfig,
@@ -134,8 +135,9 @@ def test_evaluation_pads_batches_to_a_multiple_of_the_devices(samples):
     model = create_model(CONFIG)
     loader = _loader(9, 5)  # batches of 5 and 4 examples: padded to 6 on two devices
     key = jax.random.key(4)
-    one = evaluate(model, loader, key, CONFIG, samples=samples, mesh=data_mesh(1))
-    two = evaluate(model, loader, key, CONFIG, samples=samples, mesh=data_mesh(2))
+    settings = EvalSettings.of(CONFIG, samples=samples)
+    one = evaluate(model, loader, key, settings, mesh=data_mesh(1))
+    two = evaluate(model, loader, key, settings, mesh=data_mesh(2))
     assert one.count == two.count == 9  # the padding rows are not counted
     assert two.correct == one.correct and two.pass_correct == one.pass_correct
     assert two.loss_sum == pytest.approx(one.loss_sum, rel=1e-5)

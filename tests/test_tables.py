@@ -213,6 +213,29 @@ def test_runs_modified_by_hand_are_listed(tmp_path):
     assert data["modified"] == [f"mnist6_180-se2-partial_n8_s0: {st.reason}"]
 
 
+def test_result_neutral_keys_are_the_trainers_resumable_keys(tmp_path):
+    """One list of "keys that do not change results" (RESUMABLE_KEYS): a run that differs from
+    its preset only there (or in its data source, the grid's own flag) is not modified."""
+    from experiments.configs import get_preset
+    from pgcnn_jax.train import RESUMABLE_KEYS, flat_config
+
+    cell = find(1, "mnist6_180-se2-full")
+    want = {"num_elements": cell.elems, "kernel": PRESETS[cell.preset].config.model.kernel,
+            "seed": 0, "epochs": 15}  # fmt: skip
+    stored = get_preset(cell.preset, num_elements=cell.elems, seed=0, epochs=15)
+    neutral = stored.replace(
+        data="npz:/elsewhere.npz", data_dir="/tfds", max_steps=7, checkpoint_every_steps=9,
+        devices=2, model=stored.model.replace(execution="adaptive"),
+    )  # fmt: skip
+    flat = flat_config(neutral.to_dict())
+    assert {k for k in RESUMABLE_KEYS if flat[k] != flat_config(stored.to_dict())[k]} == set(
+        RESUMABLE_KEYS
+    )  # every result-neutral key differs here
+    assert tables.config_changes(cell, neutral.to_dict(), want) == []
+    changed = neutral.replace(lr=0.5).to_dict()
+    assert tables.config_changes(cell, changed, want) == [f"lr=0.5 (preset: {stored.lr!r})"]
+
+
 def test_seeds_mean_and_std(tmp_path):
     cell = find(3, "cifar10-se2-full", 4)
     for seed, acc in ((0, 0.80), (1, 0.82), (2, 0.84)):

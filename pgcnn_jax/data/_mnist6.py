@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Literal
+import zlib
+from collections.abc import Callable
 
 import numpy as np
 
-from pgcnn_jax.groups import get_group
+from pgcnn_jax.data._base import Dataset, LoadSettings, register_dataset
+from pgcnn_jax.data._source import Arrays, DatasetSpec
+from pgcnn_jax.groups import Group, get_group
 
-__all__ = ["derive_mnist6", "rotate_bilinear"]
+__all__ = ["ExactAction", "Mnist6", "derive_mnist6", "rotate_bilinear"]
 
 
 def rotate_bilinear(images: np.ndarray, angles_deg: np.ndarray | float) -> np.ndarray:
@@ -64,28 +68,37 @@ def rotate_bilinear(images: np.ndarray, angles_deg: np.ndarray | float) -> np.nd
     return out.reshape(images.shape)
 
 
-_TRANSFORMS = {"rot180": ("se2", (math.pi,)), "mirror": ("mirror", (0.0, -1.0))}
+@dataclasses.dataclass(frozen=True)
+class ExactAction:
+    """The exact pixel action of one group element on images (``Group.act(exact=True)``)."""
+
+    group: Group
+    element: tuple[float, ...]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.group.act(images, self.element, exact=True))
 
 
 def derive_mnist6(
     images: np.ndarray,
     labels: np.ndarray,
     *,
-    transform: Literal["rot180", "mirror"],
+    transform: Callable[[np.ndarray], np.ndarray],
     rot_interval: float = 0.0,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Builds MNIST6-180 / MNIST6-M from MNIST images and digit labels.
+    """Builds an MNIST6 task from MNIST images and digit labels.
 
-    Keeps the digit 6 only and appends a transformed copy: rotated by exactly 180 degrees
-    (``transform="rot180"``) or flipped along the column axis (``transform="mirror"``),
-    both by the groups' exact pixel action. Label 0 = original, 1 = transformed; originals
-    come first.
+    Keeps the digit 6 only and appends a transformed copy: ``transform`` maps the ``uint8``
+    sixes ``[M, H, W, C]`` to their transformed copies, e.g. the rotation by exactly 180
+    degrees (MNIST6-180) or the flip of the columns (MNIST6-M), both as a group's exact pixel
+    action (:class:`ExactAction`; :attr:`Mnist6.transform` of the registered datasets).
+    Label 0 = original, 1 = transformed; originals come first.
 
     Args:
         images: ``uint8`` ``[N, H, W, C]`` (or ``[N, H, W]``) MNIST images.
         labels: Integer digit labels ``[N]``.
-        transform: ``"rot180"`` (MNIST6-180) or ``"mirror"`` (MNIST6-M).
+        transform: The transformation of the copies.
         rot_interval: Degrees; if non-zero every original 6 is first rotated (bilinear) by an
             angle drawn uniformly from ``[-rot_interval, rot_interval]``, once.
         rng: Generator for those angles; required when ``rot_interval`` is non-zero.
@@ -94,8 +107,8 @@ def derive_mnist6(
         ``(images, labels)``: ``uint8`` images ``[2 M, H, W, C]`` and ``int32`` labels
         ``[2 M]`` where ``M`` is the number of sixes.
     """
-    if transform not in ("rot180", "mirror"):
-        raise ValueError(f"transform must be 'rot180' or 'mirror', got {transform!r}")
+    if not callable(transform):
+        raise ValueError(f"transform must be a callable on images, got {transform!r}")
     if rot_interval < 0:
         raise ValueError(f"rot_interval must be >= 0 degrees, got {rot_interval}")
     sixes = np.asarray(images)[np.asarray(labels) == 6]
@@ -104,10 +117,74 @@ def derive_mnist6(
             raise ValueError("rng is required when rot_interval is non-zero")
         angles = rng.uniform(-rot_interval, rot_interval, size=len(sixes))
         sixes = rotate_bilinear(sixes, angles)
-    # The groups' exact pixel action: the rotation by pi of SE(2), the reflection of the mirror
-    # group (columns reversed).
-    group, element = _TRANSFORMS[transform]
-    other = np.asarray(get_group(group).act(sixes, element, exact=True))
+    other = np.asarray(transform(sixes))
     out_images = np.ascontiguousarray(np.concatenate([sixes, other]))
     out_labels = np.repeat(np.array([0, 1], dtype=np.int32), len(sixes))
     return out_images, out_labels
+
+
+@dataclasses.dataclass(frozen=True)
+class Mnist6(Dataset):
+    """An MNIST6 task: the sixes of plain MNIST (train and test separately) against their
+    ``transform``-ed copies; no validation set (the test set serves, REFERENCE 5.4).
+
+    Attributes:
+        transform: The transformation of the copies (see :func:`derive_mnist6`).
+        jitter: Whether ``rot_interval`` applies (a fixed random rotation of the originals,
+            seeded by the run seed).
+    """
+
+    transform: Callable[[np.ndarray], np.ndarray]
+    jitter: bool = False
+
+    derived_from = "plain MNIST (10 classes)"
+    source_classes = 10
+
+    @property
+    def takes_rot_interval(self) -> bool:
+        return self.jitter
+
+    def derive(self, arrays: Arrays, settings: LoadSettings) -> Arrays:
+        out = {}
+        for split in ("train", "test"):
+            out[f"x_{split}"], out[f"y_{split}"] = derive_mnist6(
+                arrays[f"x_{split}"],
+                arrays[f"y_{split}"],
+                transform=self.transform,
+                rot_interval=settings.rot_interval,
+                rng=np.random.default_rng([settings.seed, zlib.crc32(split.encode())]),
+            )
+            if len(out[f"x_{split}"]) == 0:
+                raise ValueError(f"{self.name}: the source holds no digit 6 in one of its splits")
+        return out
+
+    def describe_tfds(self, root: str) -> str:
+        return "TFDS 'mnist' (~11 MB), digit 6 kept and a transformed copy appended"
+
+
+def _spec(name: str) -> DatasetSpec:
+    return DatasetSpec(
+        name=name,
+        image_shape=(28, 28, 1),
+        num_classes=2,
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
+        nominal_train_size=11836,
+        has_validation=False,
+        tfds_name="mnist",
+        val_fraction=None,
+    )
+
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+"""Plain MNIST's statistics, used by the tasks derived from it."""
+
+# The transformations are the groups' exact pixel actions: the rotation by pi of SE(2), the
+# reflection of the mirror group (columns reversed).
+register_dataset(
+    "mnist6_180",
+    lambda: Mnist6(_spec("mnist6_180"), ExactAction(get_group("se2"), (math.pi,)), jitter=True),
+)
+register_dataset(
+    "mnist6_m", lambda: Mnist6(_spec("mnist6_m"), ExactAction(get_group("mirror"), (0.0, -1.0)))
+)

@@ -4,14 +4,21 @@ back to its size."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import zlib
 from typing import NamedTuple
 
 import numpy as np
 
+from pgcnn_jax.data._base import Arrays, Dataset, DatasetSpec, LoadSettings, Parts, register_dataset
+from pgcnn_jax.data._mnist6 import MNIST_MEAN, MNIST_STD
+from pgcnn_jax.data._npz import load_npz
+
 __all__ = [
     "MNIST_SCALE_RANGE",
     "MNIST_SCALE_SIZES",
+    "MnistScale",
     "MnistScaleSplit",
     "derive_mnist_scale",
     "mnist_scale_sizes",
@@ -184,3 +191,61 @@ def derive_mnist_scale(
         )
         start += size
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MnistScale(Dataset):
+    """MNIST-scale: plain MNIST train and test pooled, then split and rescaled per seed by
+    :func:`derive_mnist_scale` (seed ``s`` is realisation ``s``, like the SESN protocol's
+    dataset seeds); the derivation draws the validation split with the others."""
+
+    derived_from = "plain MNIST (10 classes)"
+    source_classes = 10
+
+    def split(self, arrays: Arrays, settings: LoadSettings) -> Parts:
+        parts = derive_mnist_scale(
+            np.concatenate([arrays["x_train"], arrays["x_test"]]),
+            np.concatenate([arrays["y_train"], arrays["y_test"]]),
+            rng=np.random.default_rng([settings.seed, zlib.crc32(b"mnist_scale")]),
+        )
+        train, validation, test = (parts[k] for k in ("train", "validation", "test"))
+        return Parts(
+            (train.images, train.labels),
+            (validation.images, validation.labels),
+            (test.images, test.labels),
+        )
+
+    def describe_npz(self, path: str) -> str:
+        arrays = load_npz(path, num_classes=10, image_shape=self.spec.image_shape)  # plain MNIST
+        count = len(arrays["x_train"]) + len(arrays["x_test"])
+        return super().describe_npz(path) + _describe_sizes(count)
+
+    def describe_tfds(self, root: str) -> str:
+        return "TFDS 'mnist' (~11 MB)" + _describe_sizes(70_000)
+
+
+def _describe_sizes(num_images: int) -> str:
+    train, val, test = mnist_scale_sizes(num_images)
+    low, high = MNIST_SCALE_RANGE
+    return (
+        f", train and test pooled ({num_images} digits): {train} / {val} / {test} "
+        f"train / validation / test digits drawn per seed, each shrunk about the centre by its "
+        f"own factor from U[{low}, {high}) (area resampling) and zero-padded to 28x28"
+    )
+
+
+MNIST_SCALE = DatasetSpec(
+    # Plain MNIST's statistics, as MNIST6 (the shrunk digits themselves have less ink: mean
+    # ~0.06).
+    name="mnist_scale",
+    image_shape=(28, 28, 1),
+    num_classes=10,
+    mean=MNIST_MEAN,
+    std=MNIST_STD,
+    nominal_train_size=10000,
+    has_validation=True,
+    tfds_name="mnist",
+    val_fraction=None,
+)
+
+register_dataset("mnist_scale", lambda: MnistScale(MNIST_SCALE))

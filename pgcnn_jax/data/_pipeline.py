@@ -57,7 +57,40 @@ class Loader(Protocol):
     def epoch(self, epoch_index: int = 0, *, start_step: int = 0) -> Iterator[Batch]: ...
 
 
-class ArrayLoader:
+class _Batches:
+    """What both loaders share: normalisation, batch size, training or evaluation order, seed
+    and the step count (training drops the last incomplete batch, so it needs one whole batch:
+    ``where`` names the data in that error)."""
+
+    def __init__(self, num_examples: int, *, mean, std, batch_size, train, seed, where=""):
+        if _check_nonneg_int("batch_size", batch_size) == 0:
+            raise ValueError("batch_size must be positive, got 0")
+        self._num_examples = num_examples
+        self._mean, self._std = tuple(mean), tuple(std)
+        self._batch_size = batch_size
+        self._train = train
+        self._seed = _check_nonneg_int("seed", seed)
+        if train and num_examples < batch_size:
+            raise ValueError(
+                f"batch_size {batch_size} exceeds the {num_examples} training examples{where}; "
+                "with drop_last no batch would remain"
+            )
+
+    @property
+    def num_examples(self) -> int:
+        return self._num_examples
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n, b = self._num_examples, self._batch_size
+        return n // b if self._train else math.ceil(n / b)
+
+
+class ArrayLoader(_Batches):
     """Batches over in-memory ``uint8`` images.
 
     Training loaders (``train=True``) shuffle with a permutation drawn from
@@ -96,22 +129,13 @@ class ArrayLoader:
             )
         if len(labels) != len(images):
             raise ValueError(f"{len(labels)} labels for {len(images)} images")
-        if _check_nonneg_int("batch_size", batch_size) == 0:
-            raise ValueError("batch_size must be positive, got 0")
         if augment and not train:
             raise ValueError("augment=True is only meaningful for a training loader")
+        norm = {"mean": mean, "std": std, "batch_size": batch_size}
+        super().__init__(len(images), **norm, train=train, seed=seed)
         self._images = images
         self._labels = np.asarray(labels, dtype=np.int32)
-        self._mean, self._std = tuple(mean), tuple(std)
-        self._batch_size = batch_size
-        self._train = train
-        self._seed = _check_nonneg_int("seed", seed)
         self._augment = augment
-        if train and len(images) < batch_size:
-            raise ValueError(
-                f"batch_size {batch_size} exceeds the {len(images)} training examples; "
-                "with drop_last no batch would remain"
-            )
 
     @property
     def images(self) -> np.ndarray:
@@ -122,19 +146,6 @@ class ArrayLoader:
     def labels(self) -> np.ndarray:
         """The stored ``int32 [N]`` labels, in storage order."""
         return self._labels
-
-    @property
-    def num_examples(self) -> int:
-        return len(self._images)
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n, b = self.num_examples, self._batch_size
-        return n // b if self._train else math.ceil(n / b)
 
     def order(self, epoch_index: int = 0) -> np.ndarray:
         """Indices into the stored arrays in the order epoch ``epoch_index`` visits them."""
@@ -161,7 +172,7 @@ class ArrayLoader:
             }
 
 
-class StreamingLoader:
+class StreamingLoader(_Batches):
     """Batches streamed from a TFDS split with ``tf.data`` (for PCam; never all in memory).
 
     Training: files are read in an order shuffled with a seed derived from
@@ -192,38 +203,15 @@ class StreamingLoader:
         shuffle_buffer: int = 10_000,
         num_examples: int | None = None,
     ):
-        if _check_nonneg_int("batch_size", batch_size) == 0:
-            raise ValueError("batch_size must be positive, got 0")
-        self._builder = builder
-        self._split = split
-        self._mean, self._std = tuple(mean), tuple(std)
-        self._batch_size = batch_size
-        self._train = train
-        self._seed = _check_nonneg_int("seed", seed)
-        self._shuffle_buffer = _check_nonneg_int("shuffle_buffer", shuffle_buffer)
         if num_examples is None:
             num_examples = int(builder.as_dataset(split=split).cardinality())
             if num_examples < 0:  # unknown cardinality: fall back on the metadata
                 num_examples = int(builder.info.splits[split].num_examples)
-        self._num_examples = num_examples
-        if train and num_examples < batch_size:
-            raise ValueError(
-                f"batch_size {batch_size} exceeds the {num_examples} training examples of "
-                f"split {split!r}; with drop_last no batch would remain"
-            )
-
-    @property
-    def num_examples(self) -> int:
-        return self._num_examples
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n, b = self._num_examples, self._batch_size
-        return n // b if self._train else math.ceil(n / b)
+        norm = {"mean": mean, "std": std, "batch_size": batch_size}
+        super().__init__(num_examples, **norm, train=train, seed=seed, where=f" of split {split!r}")
+        self._builder = builder
+        self._split = split
+        self._shuffle_buffer = _check_nonneg_int("shuffle_buffer", shuffle_buffer)
 
     def _dataset(self, epoch_index: int, start_step: int) -> Any:
         import tensorflow as tf

@@ -21,12 +21,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-__all__ = ["URL", "RotatedMnist", "parse_amat"]
+from pgcnn_jax.data._rotmnist_dataset import TEST_FILE, TRAIN_FILE, URL, ZIP_NAME
 
-URL = "http://www.iro.umontreal.ca/~lisa/icml2007data/mnist_rotation_new.zip"
-ZIP_NAME = "mnist_rotation_new.zip"
-TRAIN_FILE = "mnist_all_rotation_normalized_float_train_valid.amat"
-TEST_FILE = "mnist_all_rotation_normalized_float_test.amat"
+__all__ = ["TEST_FILE", "TRAIN_FILE", "URL", "ZIP_NAME", "RotatedMnist", "parse_amat"]
 
 
 def parse_amat(path: str | epath.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -103,8 +103,60 @@ def _unreadable(path: str, reason: str) -> ValueError:
     )
 
 
-class Checkpoints:
-    """The "latest" and "best" checkpoint managers of one work directory."""
+def _committed(workdir: str) -> bool:
+    root = os.path.join(workdir, "checkpoints")
+    for sub in ("latest", "best"):
+        path = os.path.join(root, sub)
+        if os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path)):
+            return True
+    return False
+
+
+def _newest_loop(workdir: str) -> dict[str, Any] | None:
+    path = os.path.join(workdir, "checkpoints", "latest")
+    for step in _steps(path):
+        try:
+            with open(os.path.join(path, str(step), "loop", "metadata")) as f:
+                loop = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(loop, dict):
+            return loop
+    return None
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: Any, loop: dict[str, Any]) -> None:
+    """Starts saving ``state`` (copied on the device) and the ``loop`` JSON at ``step``."""
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(_copy(state)), loop=ocp.args.JsonSave(loop)
+    )
+    manager.save(step, args=args)
+
+
+def _restore(manager: ocp.CheckpointManager, step_dir: str, step: int, abstract: Any) -> Any:
+    """The ``state`` / ``loop`` of ``step`` (read once synchronously first: raises on a
+    damaged checkpoint, see :func:`_check_readable`)."""
+    _check_readable(step_dir)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore())
+    return manager.restore(step, args=args)
+
+
+def _set_aside(directory: str, step: int) -> str:
+    """Moves the unreadable ``directory/latest/<step>`` to ``directory/corrupt/``; returns its
+    new path."""
+    target = os.path.join(directory, "corrupt", f"latest-{step}")
+    suffix = 0
+    while os.path.exists(target if not suffix else f"{target}.{suffix}"):
+        suffix += 1
+    target = target if not suffix else f"{target}.{suffix}"
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(os.path.join(directory, "latest", str(step)), target)
+    return target
+
+
+class _Managers:
+    """The "latest" and "best" checkpoint managers of one work directory, and the "best"
+    side (:class:`Checkpoints` adds the "latest" side)."""
 
     def __init__(self, workdir: str):
         self.directory = os.path.join(workdir, "checkpoints")
@@ -114,51 +166,22 @@ class Checkpoints:
     @staticmethod
     def exists(workdir: str) -> bool:
         """Whether ``workdir`` holds a committed checkpoint (without creating anything)."""
-        root = os.path.join(workdir, "checkpoints")
-        for sub in ("latest", "best"):
-            path = os.path.join(root, sub)
-            if os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path)):
-                return True
-        return False
+        return _committed(workdir)
 
     @staticmethod
     def latest_loop(workdir: str) -> dict[str, Any] | None:
         """The loop JSON of the newest readable latest checkpoint, read without building a
         model (``None`` when there is none; an unreadable one is left to
-        :meth:`restore_latest`)."""
-        path = os.path.join(workdir, "checkpoints", "latest")
-        for step in _steps(path):
-            try:
-                with open(os.path.join(path, str(step), "loop", "metadata")) as f:
-                    loop = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if isinstance(loop, dict):
-                return loop
-        return None
+        :meth:`Checkpoints.restore_latest`)."""
+        return _newest_loop(workdir)
 
     def wait(self) -> None:
         """Waits until the saves in flight are committed."""
         self.latest.wait_until_finished()
         self.best.wait_until_finished()
 
-    # ------------------------------------------------------------------ latest
-    def save_latest(self, step: int, model, optimizer, loop: dict[str, Any]) -> None:
-        """Starts saving model + optimizer state and the loop JSON at global ``step`` (once
-        committed, the oldest of the kept ones goes), after deleting the best checkpoints that
-        neither a committed latest one nor ``loop`` names. Returns before the files are
-        written."""
-        self.wait()  # the previous save (long done: saves are many steps apart)
-        if step in self.latest.all_steps():
-            return  # nothing has changed since that save
-        self._delete_unnamed_best(loop.get("best_epoch"))
-        state = _copy({"model": get_pure_state(model), "optimizer": get_pure_state(optimizer)})
-        self.latest.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop)
-            ),
-        )
+    def _latest_dir(self, step: int) -> str:
+        return os.path.join(self.directory, "latest", str(step))
 
     def _delete_unnamed_best(self, *named: int | None) -> None:
         """Deletes the best checkpoints that no committed latest one (nor ``named``) names."""
@@ -173,20 +196,56 @@ class Checkpoints:
             if epoch not in keep:
                 self.best.delete(epoch)
 
-    def _latest_dir(self, step: int) -> str:
-        return os.path.join(self.directory, "latest", str(step))
+    def save_best(self, epoch: int, model, info: dict[str, Any]) -> None:
+        """Starts saving the model as the best of ``epoch`` (returns before it is written)."""
+        self.wait()
+        if epoch in self.best.all_steps():  # re-done after a restart: same content
+            self.best.delete(epoch)
+        _save(self.best, epoch, {"model": get_pure_state(model)}, info)
 
-    def _set_aside(self, step: int) -> str:
-        """Moves the unreadable ``latest/<step>`` to ``corrupt/``; returns its new path."""
-        target = os.path.join(self.directory, "corrupt", f"latest-{step}")
-        suffix = 0
-        while os.path.exists(target if not suffix else f"{target}.{suffix}"):
-            suffix += 1
-        target = target if not suffix else f"{target}.{suffix}"
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.move(self._latest_dir(step), target)
-        self.latest.reload()
-        return target
+    def restore_best(self, epoch: int, model) -> None:
+        """Loads the best checkpoint of ``epoch`` into ``model``."""
+        self.wait()
+        found = sorted(self.best.all_steps())
+        if epoch not in found:
+            raise ValueError(
+                f"no best checkpoint for epoch {epoch} under {self.directory}/best (found {found})"
+            )
+        path = os.path.join(self.directory, "best", str(epoch))
+        try:
+            restored = _restore(self.best, path, epoch, {"model": _abstract(get_pure_state(model))})
+        except Exception as err:  # orbax / tensorstore / JSON errors alike: unreadable
+            raise ValueError(
+                f"best checkpoint {path} is unreadable ({_reason(err)}); delete "
+                f"{self.directory} (or the whole workdir) to train this run again"
+            ) from None
+        set_pure_state(model, restored.state["model"])
+
+    def close(self) -> None:
+        """Waits for the saves in flight, deletes best checkpoints no latest one names, and
+        closes the managers."""
+        try:
+            self.wait()
+            self._delete_unnamed_best()
+        finally:
+            self.latest.close()
+            self.best.close()
+
+
+class Checkpoints(_Managers):
+    """The "latest" and "best" checkpoints of one work directory."""
+
+    def save_latest(self, step: int, model, optimizer, loop: dict[str, Any]) -> None:
+        """Starts saving model + optimizer state and the loop JSON at global ``step`` (once
+        committed, the oldest of the kept ones goes), after deleting the best checkpoints that
+        neither a committed latest one nor ``loop`` names. Returns before the files are
+        written."""
+        self.wait()  # the previous save (long done: saves are many steps apart)
+        if step in self.latest.all_steps():
+            return  # nothing has changed since that save
+        self._delete_unnamed_best(loop.get("best_epoch"))
+        state = {"model": get_pure_state(model), "optimizer": get_pure_state(optimizer)}
+        _save(self.latest, step, state, loop)
 
     def restore_latest(self, model, optimizer) -> dict[str, Any] | None:
         """Loads the newest readable latest checkpoint into ``model`` / ``optimizer``;
@@ -203,20 +262,15 @@ class Checkpoints:
         }
         steps = sorted(self.latest.all_steps(), reverse=True)
         for i, step in enumerate(steps):
+            path = self._latest_dir(step)
             try:
-                _check_readable(self._latest_dir(step))
-                restored = self.latest.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()
-                    ),
-                )
+                restored = _restore(self.latest, path, step, abstract)
                 loop = dict(restored.loop)
             except Exception as err:  # orbax / tensorstore / JSON errors alike: unreadable
-                path = self._latest_dir(step)
                 if i + 1 == len(steps):
                     raise _unreadable(path, _reason(err)) from None
-                moved = self._set_aside(step)
+                moved = _set_aside(self.directory, step)
+                self.latest.reload()
                 _LOG.warning(
                     "checkpoint %s is unreadable (%s): moved to %s; resuming from the older "
                     "checkpoint %s (steps after %d are trained again)",
@@ -227,52 +281,3 @@ class Checkpoints:
             set_pure_state(optimizer, restored.state["optimizer"])
             return loop
         return None
-
-    # ------------------------------------------------------------------ best
-    def save_best(self, epoch: int, model, info: dict[str, Any]) -> None:
-        """Starts saving the model as the best of ``epoch`` (returns before it is written)."""
-        self.wait()
-        if epoch in self.best.all_steps():  # re-done after a restart: same content
-            self.best.delete(epoch)
-        self.best.save(
-            epoch,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_copy({"model": get_pure_state(model)})),
-                loop=ocp.args.JsonSave(info),
-            ),
-        )
-
-    def restore_best(self, epoch: int, model) -> None:
-        """Loads the best checkpoint of ``epoch`` into ``model``."""
-        self.wait()
-        if epoch not in self.best.all_steps():
-            raise ValueError(
-                f"no best checkpoint for epoch {epoch} under {self.directory}/best "
-                f"(found {sorted(self.best.all_steps())})"
-            )
-        abstract = {"model": _abstract(get_pure_state(model))}
-        try:
-            _check_readable(os.path.join(self.directory, "best", str(epoch)))
-            restored = self.best.restore(
-                epoch,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()
-                ),
-            )
-        except Exception as err:  # orbax / tensorstore / JSON errors alike: unreadable
-            path = os.path.join(self.directory, "best", str(epoch))
-            raise ValueError(
-                f"best checkpoint {path} is unreadable ({_reason(err)}); delete "
-                f"{self.directory} (or the whole workdir) to train this run again"
-            ) from None
-        set_pure_state(model, restored.state["model"])
-
-    def close(self) -> None:
-        """Waits for the saves in flight, deletes best checkpoints no latest one names, and
-        closes the managers."""
-        try:
-            self.wait()
-            self._delete_unnamed_best()
-        finally:
-            self.latest.close()
-            self.best.close()

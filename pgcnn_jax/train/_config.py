@@ -6,17 +6,20 @@ import dataclasses
 import math
 from typing import Any
 
-from pgcnn_jax.data import get_spec
+from pgcnn_jax.data import get_dataset, get_spec
 from pgcnn_jax.models import ModelConfig
+from pgcnn_jax.train._specs import check_samples
 
-__all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences"]
+__all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences", "flat_config"]
 
 SCHEDULERS = ("cosine", "constant")
 
-# Keys that may change between a run and its resumption: they do not change any number the
-# run computes (where the data lives, when the run pauses, how often it checkpoints, over
-# how many devices the batch is split: up to float rounding of the batch reductions; whether
-# partial layers run masked or adaptive: the same numbers to float rounding).
+# Keys that may change between a run and its resumption, and that a table does not list as a
+# modification of a run (the one list of "keys that do not change results"): they do not
+# change any number the run computes (where the data lives, when the run pauses, how often it
+# checkpoints, over how many devices the batch is split: up to float rounding of the batch
+# reductions; whether partial layers run masked or adaptive: the same numbers to float
+# rounding).
 # ``max_steps`` only decides where a run stops; continuing with a larger value follows the
 # very same trajectory as a run that never stopped.
 RESUMABLE_KEYS = (
@@ -131,8 +134,7 @@ class TrainConfig:
             )
         if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
             raise ValueError(f"max_steps must be None or a positive int, got {self.max_steps!r}")
-        if not _is_int(self.eval_samples) or self.eval_samples < 1:
-            raise ValueError(f"eval_samples must be a positive int, got {self.eval_samples!r}")
+        check_samples("eval_samples", self.eval_samples)
         if self.devices is not None:
             if not _is_int(self.devices) or self.devices < 1:
                 raise ValueError(f"devices must be None or a positive int, got {self.devices!r}")
@@ -145,14 +147,12 @@ class TrainConfig:
             raise ValueError(
                 f"monotonic={self.monotonic} needs model 'ckresnet', got {self.model.model!r}"
             )
-        if self.augment and self.dataset not in ("cifar10", "cifar100"):
-            raise ValueError(f"augment=True is only supported for CIFAR, got {self.dataset!r}")
         if not _is_number(self.rot_interval) or self.rot_interval < 0:
             raise ValueError(f"rot_interval must be >= 0 degrees, got {self.rot_interval!r}")
-        if self.rot_interval and self.dataset != "mnist6_180":
-            raise ValueError(
-                f"rot_interval is only supported for 'mnist6_180', got {self.dataset!r}"
-            )
+        # augment / rot_interval on a dataset that does not support them raise here
+        get_dataset(self.dataset).check_settings(
+            augment=self.augment, rot_interval=self.rot_interval
+        )
         horizon = self.gumbel_horizon
         if self.model.gumbel_horizon != horizon:
             # Normalising a field of a frozen dataclass in ``__post_init__`` (the documented
@@ -246,6 +246,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def flat_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A :meth:`TrainConfig.to_dict` (or ``config.json``) with dotted keys:
+    ``{"lr": ..., "model.width": ..., ...}``."""
+    return _flatten(d)
 
 
 def config_differences(stored: dict[str, Any], current: TrainConfig) -> list[str]:

@@ -11,12 +11,12 @@ from flax import nnx
 
 from pgcnn_jax.nn import update_adaptive
 from pgcnn_jax.train._config import TrainConfig
+from pgcnn_jax.train._rundir import CONFIG_FILE, RunDir
 from pgcnn_jax.train._state import create_model, create_optimizer, get_pure_state, set_pure_state
 
 __all__ = ["CHECKPOINT_KINDS", "load_run", "load_run_config"]
 
 CHECKPOINT_KINDS = ("best", "latest")
-_CONFIG_FILE = "config.json"
 
 
 def _steps(path: str) -> list[int]:
@@ -46,17 +46,7 @@ def _best_epoch(workdir: str, epochs: list[int]) -> int:
 def load_run_config(workdir: str | os.PathLike) -> TrainConfig:
     """The :class:`TrainConfig` of a run directory (its ``config.json``), without building the
     model. ``ValueError`` when the directory or the file is missing or unreadable."""
-    workdir = os.fspath(workdir)
-    if not os.path.isdir(workdir):
-        raise ValueError(f"run directory {workdir!r} does not exist")
-    path = os.path.join(workdir, _CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(f"{workdir!r} is not a run directory: it has no {_CONFIG_FILE}")
-    try:
-        with open(path) as f:
-            return TrainConfig.from_dict(json.load(f))
-    except (json.JSONDecodeError, TypeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
+    return RunDir(workdir).read_config()
 
 
 def load_run(workdir: str | os.PathLike, *, which: str = "best") -> tuple[nnx.Module, TrainConfig]:
@@ -113,7 +103,7 @@ def load_run(workdir: str | os.PathLike, *, which: str = "best") -> tuple[nnx.Mo
             restored = checkpointer.restore(path, abstract)
     except (ValueError, KeyError, FileNotFoundError) as err:
         raise ValueError(
-            f"checkpoint {path} does not fit the model of {workdir}/{_CONFIG_FILE}: {err}"
+            f"checkpoint {path} does not fit the model of {workdir}/{CONFIG_FILE}: {err}"
         ) from None
     set_pure_state(model, restored["model"])
     if config.model.execution == "adaptive":

@@ -6,9 +6,11 @@ import datetime
 import os
 from typing import Any
 
-from pgcnn_jax.data import load_dataset
-from pgcnn_jax.train._loop import evaluate
+from pgcnn_jax.data import load_splits
+from pgcnn_jax.train._evaluate import evaluate
+from pgcnn_jax.train._records import TestScores
 from pgcnn_jax.train._restore import load_run
+from pgcnn_jax.train._specs import EvalSettings
 from pgcnn_jax.train._state import TEST_SALT, root_key
 
 __all__ = ["evaluate_run"]
@@ -38,34 +40,18 @@ def evaluate_run(
       data_dir: another TFDS data directory.
 
     Returns:
-      ``{"workdir", "which", "eval_samples", "test_accuracy", "test_accuracies", "test_loss",
-      "test_examples", "date"}``; ``test_accuracy`` is that of the mean softmax of ``K``
-      passes (``K > 1``) or of the single release-style pass (``K = 1``).
+      ``{"workdir", "which", "test_accuracy", "test_accuracies", "eval_samples",
+      "test_examples", "test_loss", "date"}`` (the :class:`~pgcnn_jax.train.TestScores` keys
+      of ``results.json``, read back with ``TestScores.from_dict``); ``test_accuracy`` is that
+      of the mean softmax of ``K`` passes (``K > 1``) or of the single release-style pass
+      (``K = 1``).
     """
     model, config = load_run(workdir, which=which)
-    if eval_samples is None:
-        eval_samples = config.eval_samples
-    if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 1:
-        raise ValueError(f"eval_samples must be a positive int, got {eval_samples!r}")
-    splits = load_dataset(
-        config.dataset,
-        data_dir=config.data_dir if data_dir is None else data_dir,
-        data=config.data if data is None else data,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        augment=config.augment,
-        rot_interval=config.rot_interval,
+    settings = EvalSettings.of(config, samples=eval_samples)
+    splits = load_splits(config, data=data, data_dir=data_dir)
+    test = evaluate(model, splits.test, root_key(config.seed, TEST_SALT), settings)
+    return (
+        {"workdir": os.path.abspath(os.fspath(workdir)), "which": which}
+        | TestScores.of(test).to_dict()
+        | {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     )
-    test = evaluate(
-        model, splits.test, root_key(config.seed, TEST_SALT), config, samples=eval_samples
-    )
-    return {
-        "workdir": os.path.abspath(os.fspath(workdir)),
-        "which": which,
-        "eval_samples": eval_samples,
-        "test_accuracy": test.accuracy,
-        "test_accuracies": test.accuracies,
-        "test_loss": test.loss,
-        "test_examples": test.count,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }

@@ -11,9 +11,9 @@ batch). Two ways to call it:
   training loop (splitting walks the whole module graph, about 10 ms for a CKResNet with its
   optimizer, more than many GPU steps).
 
-:func:`eval_samples_state` / :func:`sampled_log_probs` are the ``K``-sample evaluation
-(DESIGN 5): each example is evaluated on its own with its own keys, and the prediction is the
-mean softmax of ``K`` passes.
+The loss is the cross-entropy plus the penalties of an :class:`~pgcnn_jax.train.Objective`
+(a static argument: one compiled step per objective). The ``K``-sample evaluation is in
+:mod:`pgcnn_jax.train._sampled`.
 """
 
 from __future__ import annotations
@@ -28,25 +28,19 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from pgcnn_jax.models import kernel_norm_penalty, monotonic_penalty
 from pgcnn_jax.nn import DistributionParam, advance_gumbel_steps
 from pgcnn_jax.train._mesh import batch_sharding, data_mesh, replicated
+from pgcnn_jax.train._specs import Objective
 
 __all__ = [
-    "PER_EXAMPLE_MODES",
     "StepRunner",
-    "eval_samples_state",
     "eval_state",
     "eval_step",
-    "example_keys",
     "distribution_grads",
-    "sampled_log_probs",
     "step_rngs",
     "trace_counts",
     "train_step",
 ]
-
-PER_EXAMPLE_MODES = ("auto", "map", "vmap")
 
 _TRACES: collections.Counter[str] = collections.Counter()
 
@@ -66,8 +60,8 @@ def step_rngs(key: jax.Array) -> nnx.Rngs:
     return nnx.Rngs(sample=k_sample, dropout=k_dropout)
 
 
-def _objective(model, batch, key, weight_decay: float, monotonic: float):
-    """Cross-entropy + ``w`` kernel-norm penalty + monotonic penalty (REFERENCE 5.1, 4.5).
+def _objective(model, batch, key, objective: Objective):
+    """Cross-entropy + the penalties of ``objective`` (REFERENCE 5.1, 4.5).
 
     An optional ``batch["mask"]`` (``[B]``, 1 = real example) excludes padding examples from
     the cross-entropy mean and the accuracy. Returns ``(loss, (correct, count))``.
@@ -82,11 +76,7 @@ def _objective(model, batch, key, weight_decay: float, monotonic: float):
     else:
         count = jnp.sum(mask)
         loss, correct = jnp.sum(ce * mask) / jnp.maximum(count, 1.0), jnp.sum(hit * mask)
-    if weight_decay:
-        loss = loss + weight_decay * kernel_norm_penalty(model)
-    if monotonic:
-        loss = loss + monotonic_penalty(model, monotonic)
-    return loss, (correct, count)
+    return objective.penalized(loss, model), (correct, count)
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -126,14 +116,14 @@ def _metrics(loss, correct, count, state=None) -> dict[str, jax.Array]:
 
 
 def _train_fn(spec, state, batch, key):
-    """The one train step: ``spec = (graphdef, weight_decay, monotonic)`` (static), ``state``
-    of ``nnx.split((model, optimizer))`` (donated). Returns ``(new state, metrics)``."""
+    """The one train step: ``spec = (graphdef, objective)`` (static), ``state`` of
+    ``nnx.split((model, optimizer))`` (donated). Returns ``(new state, metrics)``."""
     _TRACES["train_step"] += 1
-    graphdef, weight_decay, monotonic = spec
+    graphdef, objective = spec
     model, optimizer = nnx.merge(graphdef, state)
 
     def loss_fn(model):
-        return _objective(model, batch, key, weight_decay, monotonic)
+        return _objective(model, batch, key, objective)
 
     (loss, (correct, count)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
@@ -144,12 +134,12 @@ def _train_fn(spec, state, batch, key):
 
 
 def _eval_fn(spec, state, batch, key):
-    """Evaluation of ``batch``: ``spec = (graphdef, weight_decay, monotonic)`` (static),
-    ``state`` of ``nnx.split(model)``; state changes of the forward are discarded."""
+    """Evaluation of ``batch``: ``spec = (graphdef, objective)`` (static), ``state`` of
+    ``nnx.split(model)``; state changes of the forward are discarded."""
     _TRACES["eval_state"] += 1
-    graphdef, weight_decay, monotonic = spec
+    graphdef, objective = spec
     model = nnx.merge(graphdef, state)
-    loss, (correct, count) = _objective(model, batch, key, weight_decay, monotonic)
+    loss, (correct, count) = _objective(model, batch, key, objective)
     return _metrics(loss, correct, count)
 
 
@@ -193,16 +183,16 @@ def train_step(
     batch: dict[str, jax.Array],
     key: jax.Array,
     *,
-    weight_decay: float = 0.0,
-    monotonic: float = 0.0,
+    objective: Objective = Objective(),
     mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
     """One optimiser step on ``batch`` (``image [B, H, W, C]``, ``label [B]``).
 
     ``key`` is the step key (``fold_in(root, step)``); the model is called with
     ``nnx.Rngs(sample=..., dropout=...)`` derived from it. The model and optimizer buffers are
-    donated. Returns ``{"loss_sum", "correct", "count", "nonfinite", "dist_grad"}`` of the
-    batch, where ``loss_sum`` is ``B`` times the objective (so sums over batches divided by
+    donated. The loss is the cross-entropy plus the penalties of ``objective``. Returns
+    ``{"loss_sum", "correct", "count", "nonfinite", "dist_grad"}`` of the batch, where
+    ``loss_sum`` is ``B`` times the objective (so sums over batches divided by
     counts are means), ``nonfinite`` is 1 when the loss or the updated model state holds a
     NaN / inf, and ``dist_grad`` is the step's gradient of the distribution parameters
     (:func:`distribution_grads`).
@@ -215,8 +205,7 @@ def train_step(
     mesh = _mesh_or_default(mesh)
     graphdef, state = nnx.split((model, optimizer))
     state, batch, key = _place(mesh, state, batch, key)
-    spec = (graphdef, float(weight_decay), float(monotonic))
-    state, out = _jitted(_train_fn, mesh)(spec, state, batch, key)
+    state, out = _jitted(_train_fn, mesh)((graphdef, objective), state, batch, key)
     nnx.update((model, optimizer), state)
     return out
 
@@ -226,23 +215,20 @@ def eval_step(
     batch: dict[str, jax.Array],
     key: jax.Array,
     *,
-    weight_decay: float = 0.0,
-    monotonic: float = 0.0,
+    objective: Objective = Objective(),
     mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
     """Loss and number of correct predictions of ``batch`` in the model's current mode.
 
     Evaluation samples group elements like the reference (REFERENCE 1.8): one stochastic
-    forward per batch with keys derived from ``key``. The loss includes the same penalties as
-    training (REFERENCE 5.1), so validation losses are comparable for tie-breaking. An
-    optional ``batch["mask"]`` marks the real examples of a padded last batch (padding keeps
-    one compiled shape; in eval mode examples do not interact). State changes of the forward
-    (recorded kernel norms) are discarded. ``mesh`` as in :func:`train_step`.
+    forward per batch with keys derived from ``key``. The loss includes the penalties of
+    ``objective`` as training does (REFERENCE 5.1), so validation losses are comparable for
+    tie-breaking. An optional ``batch["mask"]`` marks the real examples of a padded last batch
+    (padding keeps one compiled shape; in eval mode examples do not interact). State changes
+    of the forward (recorded kernel norms) are discarded. ``mesh`` as in :func:`train_step`.
     """
     graphdef, state = nnx.split(model)
-    return eval_state(
-        graphdef, state, batch, key, weight_decay=weight_decay, monotonic=monotonic, mesh=mesh
-    )
+    return eval_state(graphdef, state, batch, key, objective=objective, mesh=mesh)
 
 
 def eval_state(
@@ -251,167 +237,13 @@ def eval_state(
     batch: dict[str, jax.Array],
     key: jax.Array,
     *,
-    weight_decay: float = 0.0,
-    monotonic: float = 0.0,
+    objective: Objective = Objective(),
     mesh: Mesh | None = None,
 ) -> dict[str, jax.Array]:
     """:func:`eval_step` on ``nnx.split(model)`` (``model`` in eval mode)."""
     mesh = _mesh_or_default(mesh)
     model_state, batch, key = _place(mesh, model_state, batch, key)
-    spec = (model_def, float(weight_decay), float(monotonic))
-    return _jitted(_eval_fn, mesh)(spec, model_state, batch, key)
-
-
-def example_keys(key: jax.Array, start: int | jax.Array, size: int) -> jax.Array:
-    """``[size]`` keys ``fold_in(key, start + j)``: the keys of examples ``start ...`` of a split,
-    a function of each example's index only (not of the batch it travels in)."""
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(size))
-
-
-def _check_samples(samples: Any, per_example: str) -> None:
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise ValueError(f"samples must be a positive int, got {samples!r}")
-    if per_example not in PER_EXAMPLE_MODES:
-        raise ValueError(f"per_example must be one of {PER_EXAMPLE_MODES}, got {per_example!r}")
-
-
-def _pass_outputs(
-    model_def, model_state, images, keys, samples, per_example, weight_decay, monotonic
-):
-    """Logits ``[K, B, classes]`` and penalties ``[K, B]`` of ``K`` single-example passes.
-
-    Pass ``k`` of example ``b`` runs the model on that example alone with the step key
-    ``fold_in(keys[b], k)``; state changes of the forward (kernel norms) are discarded.
-    """
-    _check_samples(samples, per_example)
-    b = images.shape[0]
-    if keys.shape != (b,):
-        raise ValueError(f"keys must have shape ({b},) (one per example), got {keys.shape}")
-    # Pass-major order: entry k * B + b is pass k of example b.
-    pass_keys = jax.vmap(lambda k: jax.vmap(lambda kb: jax.random.fold_in(kb, k))(keys))(
-        jnp.arange(samples)
-    ).reshape(samples * b)
-    pass_images = jnp.broadcast_to(images, (samples, *images.shape)).reshape(-1, *images.shape[1:])
-
-    def one(args):
-        image, key = args
-        # Fresh Variables at this trace level (the forward writes its kernel norms).
-        model = nnx.merge(model_def, jax.tree.map(lambda v: v, model_state))
-        logits = model(image[None], rngs=step_rngs(key))[0]
-        penalty = jnp.zeros((), jnp.float32)
-        if weight_decay:
-            penalty = penalty + weight_decay * kernel_norm_penalty(model)
-        if monotonic:
-            penalty = penalty + monotonic_penalty(model, monotonic)
-        return logits, penalty
-
-    if per_example == "auto":
-        per_example = "map" if jax.default_backend() == "cpu" else "vmap"
-    # "map": one example pass after another (XLA:CPU runs per-example kernels fastest as a
-    # loop of plain convs, see pgcnn_jax.nn.conv2d); "vmap": B passes at a time.
-    logits, penalty = jax.lax.map(
-        one, (pass_images, pass_keys), batch_size=b if per_example == "vmap" else None
-    )
-    return logits.reshape(samples, b, -1), penalty.reshape(samples, b)
-
-
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("samples", "per_example"))
-def _log_probs_state(model_def, model_state, images, keys, *, samples, per_example):
-    logits, _ = _pass_outputs(model_def, model_state, images, keys, samples, per_example, 0, 0)
-    return jax.nn.log_softmax(logits, axis=-1)
-
-
-def sampled_log_probs(
-    model: nnx.Module,
-    images: jax.typing.ArrayLike,
-    keys: jax.Array,
-    *,
-    samples: int,
-    per_example: str = "auto",
-) -> jax.Array:
-    """Log-softmax ``[K, B, classes]`` of ``K = samples`` passes of every example on its own.
-
-    Pass ``k`` of example ``b`` calls ``model`` (in its current mode; use ``model.eval()``) on
-    ``images[b:b+1]`` with :func:`step_rngs` of ``fold_in(keys[b], k)``: each example's sampled
-    group elements depend on its key only, never on the other examples of ``images`` or their
-    order. ``keys``: ``[B]`` (e.g. :func:`example_keys` of a split key). ``per_example``:
-    ``"map"`` runs the ``K B`` passes one after another, ``"vmap"`` ``B`` at a time, ``"auto"``
-    loops on CPU and batches on accelerators; same numbers.
-    """
-    model_def, model_state = nnx.split(model)
-    return _log_probs_state(
-        model_def,
-        model_state,
-        jnp.asarray(images),
-        keys,
-        samples=samples,
-        per_example=per_example,
-    )
-
-
-def eval_samples_state(
-    model_def: nnx.GraphDef,
-    model_state: Any,
-    batch: dict[str, jax.Array],
-    keys: jax.Array,
-    *,
-    samples: int,
-    weight_decay: float = 0.0,
-    monotonic: float = 0.0,
-    per_example: str = "auto",
-    mesh: Mesh | None = None,
-) -> dict[str, jax.Array]:
-    """``K``-sample evaluation of ``batch`` with per-example samples (DESIGN 5).
-
-    The passes are those of :func:`sampled_log_probs`; the prediction is their mean softmax
-
-    .. math:: \\bar p_b = \\frac1K \\sum_{k<K} \\mathrm{softmax}(f(x_b; \\xi_{b,k})).
-
-    Args:
-      model_def, model_state: ``nnx.split(model)`` (``model`` in eval mode).
-      batch: ``image [B, H, W, C]``, ``label [B]``, optional ``mask [B]`` (1 = real example).
-      keys: ``[B]`` per-example keys (:func:`example_keys`).
-      samples: ``K >= 1``.
-      weight_decay, monotonic: penalty weights; the loss adds their mean over the passes of
-        each example (each pass renders its own kernels), as :func:`eval_step` adds them once.
-      per_example: as in :func:`sampled_log_probs`.
-      mesh: as in :func:`train_step` (batch and keys split along ``data``).
-
-    Returns:
-      ``{"loss_sum", "correct", "count"}`` of the averaged prediction (``loss_sum``: sum over
-      real examples of ``-log p_b[label]`` plus the penalties) and ``pass_correct [K]``: the
-      correct predictions of each single pass.
-    """
-    _check_samples(samples, per_example)
-    mesh = _mesh_or_default(mesh)
-    model_state, batch = _place(mesh, model_state, batch)
-    keys = jax.device_put(keys, batch_sharding(mesh))
-    spec = (model_def, samples, float(weight_decay), float(monotonic), per_example)
-    return _jitted(_eval_samples_fn, mesh, 2)(spec, model_state, batch, keys)
-
-
-def _eval_samples_fn(spec, model_state, batch, keys):
-    model_def, samples, weight_decay, monotonic, per_example = spec
-    _TRACES["eval_samples_state"] += 1
-    images, labels = batch["image"], batch["label"]
-    b = labels.shape[0]
-    mask = batch.get("mask")
-    mask = jnp.ones((b,), jnp.float32) if mask is None else mask.astype(jnp.float32)
-    logits, penalty = _pass_outputs(
-        model_def, model_state, images, keys, samples, per_example, weight_decay, monotonic
-    )
-    log_probs = jax.nn.log_softmax(logits, axis=-1)  # [K, B, C]
-    mean_log_probs = jax.nn.logsumexp(log_probs, axis=0) - jnp.log(samples)  # log of mean p
-    nll = -jnp.take_along_axis(mean_log_probs, labels[:, None], axis=-1)[:, 0]
-    count = jnp.sum(mask)
-    hit = (jnp.argmax(mean_log_probs, axis=-1) == labels).astype(jnp.float32)
-    pass_hit = (jnp.argmax(logits, axis=-1) == labels[None]).astype(jnp.float32)
-    return {
-        "loss_sum": jnp.sum((nll + jnp.mean(penalty, axis=0)) * mask),
-        "correct": jnp.sum(hit * mask).astype(jnp.int32),
-        "count": count.astype(jnp.int32),
-        "pass_correct": jnp.sum(pass_hit * mask[None], axis=1).astype(jnp.int32),
-    }
+    return _jitted(_eval_fn, mesh)((model_def, objective), model_state, batch, key)
 
 
 class StepRunner:
@@ -430,13 +262,12 @@ class StepRunner:
         model: nnx.Module,
         optimizer: nnx.Optimizer,
         *,
-        weight_decay: float = 0.0,
-        monotonic: float = 0.0,
+        objective: Objective = Objective(),
         mesh: Mesh | None = None,
     ):
         self.model, self.optimizer = model, optimizer
         self.mesh = _mesh_or_default(mesh)
-        self.settings = (float(weight_decay), float(monotonic))
+        self.objective = objective
         self._step = _jitted(_train_fn, self.mesh)
         model.train()
         self.resplit()
@@ -445,7 +276,7 @@ class StepRunner:
         """Splits the module objects again (their current arrays become the runner's
         state, placed replicated on the mesh)."""
         graphdef, state = nnx.split((self.model, self.optimizer))
-        self.spec = (graphdef, *self.settings)
+        self.spec = (graphdef, self.objective)
         self.state = jax.device_put(state, replicated(self.mesh))
 
     def __call__(self, batch: dict[str, Any], key: jax.Array) -> dict[str, jax.Array]:
