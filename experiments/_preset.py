@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from pgcnn_jax.groups import get_group
-from pgcnn_jax.models import ModelConfig
+from pgcnn_jax.models import FLAT_KERNEL_KEYS, ModelConfig
 from pgcnn_jax.train import TrainConfig
 
 CLI_OF_DATASET = {
@@ -66,7 +66,7 @@ def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
     deterministic sampling, unless those fields are given too.
     """
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)} | set(FLAT_KERNEL_KEYS)
     train_kw: dict[str, Any] = {}
     model_kw: dict[str, Any] = {}
     for key, value in overrides.items():

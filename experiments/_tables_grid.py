@@ -136,7 +136,7 @@ def cells(spec: TableSpec) -> list[Cell]:
                     f"table {spec.number} needs preset {preset!r} (experiments/configs.py)"
                 )
             model = PRESETS[preset].config.model
-            kernel = None if row.kernel in (None, model.kernel) else row.kernel
+            kernel = None if row.kernel in (None, model.kernel.net) else row.kernel
             elems = model.num_elements if row.elems is None else row.elems
             out.append(Cell(spec.number, r, c, preset, elems, kernel, row.paper[c]))
     return out

@@ -10,7 +10,13 @@ from typing import Any
 
 from experiments._tables_grid import Cell
 from experiments.configs import PRESETS, get_preset
-from pgcnn_jax.train import RESUMABLE_KEYS, RunDir, RunResults, flat_config
+from pgcnn_jax.train import (
+    RESUMABLE_KEYS,
+    RunDir,
+    RunResults,
+    flat_config,
+    upgrade_config_dict,
+)
 
 __all__ = ["DONE", "STALE", "TODO", "RunStatus", "config_changes", "eval_samples_of", "run_status"]
 
@@ -37,7 +43,7 @@ def _want(cell: Cell, seed: int, epochs: int | None, max_steps: int | None) -> d
         "max_steps": max_steps,
         "seed": seed,
         "num_elements": cell.elems,
-        "kernel": cell.kernel or config.model.kernel,
+        "kernel": cell.kernel or config.model.kernel.net,
         "dataset": config.dataset,
     }
 
@@ -64,15 +70,18 @@ def run_status(
         results = _read(workdir)
     except (OSError, ValueError, TypeError) as err:
         return RunStatus(TODO, f"unreadable {RESULTS_FILE} ({type(err).__name__})")
-    config = results.config
-    model = config.get("model", {})
+    try:
+        config = upgrade_config_dict(results.config)  # older config.json forms too
+    except (ValueError, KeyError, TypeError) as err:
+        return RunStatus(TODO, f"unreadable {RESULTS_FILE} ({type(err).__name__})")
+    model = config["model"]
     want = _want(cell, seed, epochs, max_steps)
     have = {
         "epochs": config.get("epochs"),
         "max_steps": config.get("max_steps"),
         "seed": config.get("seed", seed),
         "num_elements": model.get("num_elements", cell.elems),
-        "kernel": model.get("kernel", want["kernel"]),
+        "kernel": model["kernel"]["net"],
         "dataset": config.get("dataset", cell.dataset),
     }
     diff = [f"{k} {have[k]} (requested {want[k]})" for k in want if have[k] != want[k]]
@@ -93,7 +102,7 @@ def config_changes(cell: Cell, stored: dict[str, Any], want: dict[str, Any]) -> 
         seed=want["seed"],
         epochs=want["epochs"],
     ).to_dict()
-    exp, got = flat_config(expected), flat_config(stored)
+    exp, got = flat_config(expected), flat_config(upgrade_config_dict(stored))
     return [
         f"{k}={got.get(k)!r} (preset: {exp.get(k)!r})"
         for k in sorted(set(exp) | set(got))

@@ -37,6 +37,7 @@ from experiments._preset import (
     with_overrides,
 )
 from pgcnn_jax.groups import GROUP_NAMES, get_group
+from pgcnn_jax.kernels import KernelSpec
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import TrainConfig
 
@@ -58,8 +59,6 @@ _MODEL_BASE = dict(
     partial=True,
     sampling="random",
     sample_per_layer=True,
-    kernel="siren",
-    omega_0=10.0,
     norm="batch",
 )
 
@@ -68,7 +67,7 @@ def _ckresnet(**kw: Any) -> ModelConfig:
     """CKResNet of the benchmark rows: SIREN (32, 7x7, omega_0 10), widths 32 -> 64, BN."""
     base = _MODEL_BASE | dict(
         model="ckresnet",
-        kernel_hidden=32,
+        kernel=KernelSpec("siren", hidden=32),
         kernel_size=7,
         width=32,
         num_blocks=2,
@@ -83,7 +82,7 @@ def _gcnn(**kw: Any) -> ModelConfig:
     """13-layer GCNN of Table 5: SIREN (8, 3x3), widths 128, 256 x 7, pools after 2 and 5."""
     base = _MODEL_BASE | dict(
         model="gcnn",
-        kernel_hidden=8,
+        kernel=KernelSpec("siren", hidden=8),
         kernel_size=3,
         width=128,
         num_blocks=8,
@@ -115,7 +114,7 @@ def _mnist6(dataset: str, model: ModelConfig, lr_probs: float = 0.0) -> TrainCon
     )
 
 
-_MAGNET = dict(kernel="magnet", kernel_hidden=32, kernel_size=7, width=10)
+_MAGNET = dict(kernel=KernelSpec("magnet", hidden=32), kernel_size=7, width=10)
 _TWO_BLOCKS = dict(block_width_factors=(1.0, 2))
 add_preset(
     "mnist6_180-se2-partial",
@@ -134,8 +133,7 @@ add_preset(
         _ckresnet(
             group="se2",
             partial=False,
-            kernel="fourier",
-            kernel_hidden=32,
+            kernel=KernelSpec("fourier", hidden=32),
             width=20,
             norm="layer",
             **_TWO_BLOCKS,

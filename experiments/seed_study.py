@@ -27,7 +27,13 @@ import numpy as np
 from absl import flags, logging
 
 from experiments._flagset import parse_or_help, print_error
-from pgcnn_jax.train import RunFiles, TestScores, check_samples, evaluate_run
+from pgcnn_jax.train import (
+    RunFiles,
+    TestScores,
+    check_samples,
+    evaluate_run,
+    upgrade_config_dict,
+)
 from pgcnn_jax.train._metrics import write_json
 
 __all__ = ["main", "summarize_run"]
@@ -67,7 +73,7 @@ def summarize_run(
     snr_mean = np.nanmean(np.asarray(snr, float), axis=0).tolist() if snr else None
     return {
         "run": workdir,
-        "render": "separable" if results.config["model"].get("separable") else "joint",
+        "render": upgrade_config_dict(results.config)["model"]["kernel"]["render"],
         "seed": results.config["seed"],
         "steps": results.steps,
         "epochs": results.epochs,

@@ -76,7 +76,7 @@ def test_tiny_separable_run_times_its_1x1_and_depthwise_convs(tmp_path, capsys, 
     m = LINE.match(capsys.readouterr().out.splitlines()[2])
     assert m is not None and m["config"] == "se2-2-partial-sep" and m["dw"] == depthwise
     (r,) = json.loads(path.read_text())["results"]
-    assert r["preset_config"]["model"]["separable"] is True
+    assert r["preset_config"]["model"]["kernel"]["render"] == "separable"
     assert 0 < r["floor_gflop"] <= r["gflop"]
     rhs = [tuple(shape[1]) for shape in r["conv_shapes"]]
     # width 2 x N 2 = 4 channels: the 1x1 mixing 4 -> 4, the 3x3 depthwise conv (1 input

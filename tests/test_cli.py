@@ -136,7 +136,7 @@ def test_preset_hyperparameters_follow_reference_rows():
     g = configs.get_preset("rotmnist-gcnn-se2-partial")  # row 13
     assert (g.lr, g.lr_probs, g.batch_size, g.epochs, g.model.width) == (1e-2, 1e-3, 128, 205, 128)
     m = configs.get_preset("mnist6_180-se2-partial")  # row 1
-    assert m.model.kernel == "magnet" and m.model.sample_per_batch_element
+    assert m.model.kernel.net == "magnet" and m.model.sample_per_batch_element
     assert m.scheduler == "constant"
     mirror = configs.get_preset("mnist6_m-mirror-partial")
     assert (mirror.model.group, mirror.model.num_elements) == ("mirror", 2)
@@ -183,7 +183,7 @@ def test_separable_presets_are_the_partial_ones_with_separable_convs(name):
     preset, base = configs.PRESETS[name], configs.PRESETS[name.removesuffix("-sep")]
     assert preset.config.model.separable and not base.config.model.separable
     assert preset.config == configs.with_overrides(base.config, separable=True)
-    assert preset.config.model.kernel_spec.render == "separable"
+    assert preset.config.model.kernel.render == "separable"
     assert preset.source.startswith("not in the paper; separable kernels, Knigge et al. 2022")
     assert f"--preset={name}" in preset.command
 
@@ -208,9 +208,11 @@ def test_separable_flag_resolution():
     name, c = resolve("--preset=cifar10-se2-partial-sep")  # the preset's default stays
     assert name == "cifar10-se2-partial-sep" and c.model.separable
     assert not resolve()[1].model.separable
-    # MFN settings are config fields: --set reaches them.
+    # The kernel net's settings: --set reaches them by their flat names.
     name, c = resolve("--kernel=gabor", "--set=mfn_alpha=3.0", "--set=mfn_input_scale=64")
-    assert c.model.kernel_spec.mfn_alpha == 3.0 and c.model.kernel_spec.mfn_input_scale == 64.0
+    assert (c.model.kernel.options.alpha, c.model.kernel.options.input_scale) == (3.0, 64.0)
+    with pytest.raises(ValueError, match=r"'siren' has no setting\(s\) \['alpha'\]"):
+        resolve("--set=mfn_alpha=3.0")
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -238,7 +240,8 @@ def test_cli_end_to_end_and_resume(cli, data, tmp_path, capsys):
         2,
         0,
     )
-    assert first["config"]["model"]["separable"] is ("--separable" in extra)
+    render = first["config"]["model"]["kernel"]["render"]
+    assert render == ("separable" if "--separable" in extra else "joint")
     # The partial epoch is recorded (and selected: no epoch has finished).
     assert [(r["epoch"], r["partial_epoch"]) for r in read_metrics(workdir)] == [(0, True)]
     assert first["best_epoch"] == 0

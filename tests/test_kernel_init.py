@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from pgcnn_jax.analysis import angle_roughness
-from pgcnn_jax.kernels import FACTOR_INITS, SIREN, KernelSpec
+from pgcnn_jax.kernels import FACTOR_INITS, SIREN, FactorInit, KernelSpec
 from pgcnn_jax.kernels._mfn import _calibration_points
 
 SEEDS = range(6)
@@ -79,8 +79,12 @@ def test_factor_init_errors():
     assert FACTOR_INITS == ("matched", "plain")
     with pytest.raises(ValueError, match="unknown factor_init 'smooth'"):
         KernelSpec(factor_init="smooth")
-    with pytest.raises(ValueError, match="first_fan_in"):
-        KernelSpec("mlp_relu").make_net(2, 3, first_fan_in=3, rngs=nnx.Rngs(0))
+    # an MLP factor is initialised the same matched or not (no spectrum to match)
+    matched = FactorInit(joint_inputs=3, absent_inputs=1, unit_output=True)
+    a = KernelSpec("mlp_relu").make_net(2, 3, factor=matched, rngs=nnx.Rngs(0))
+    b = KernelSpec("mlp_relu").make_net(2, 3, rngs=nnx.Rngs(0))
+    for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b)), strict=True):
+        np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="first_fan_in must be >= 1"):
         SIREN(1, 2, first_fan_in=0, rngs=nnx.Rngs(0))
 
@@ -93,12 +97,13 @@ def test_runs_stored_before_factor_init_resume_as_what_they_were():
     for separable in (False, True):
         config = TrainConfig(dataset="mnist6_180", model=TINY.replace(separable=separable))
         stored = config.to_dict()
-        del stored["model"]["separable_init"]  # a config.json written before the field
+        kernel = stored["model"].pop("kernel")  # a config.json written before the field:
+        stored["model"] |= dict(kernel=kernel["net"], kernel_hidden=8, separable=separable)
         # a joint run is unaffected; a separable one was initialised plainly
-        want = ["model.separable_init"] if separable else []
-        assert config_differences(stored, config) == want
+        differs = ["model.kernel.factor_init"]
+        assert config_differences(stored, config) == (differs if separable else [])
         plain = config.replace(model=config.model.replace(separable_init="plain"))
-        assert config_differences(stored, plain) == ([] if separable else ["model.separable_init"])
+        assert config_differences(stored, plain) == ([] if separable else differs)
 
 
 def _strokes(n: int, seed: int = 0) -> jnp.ndarray:

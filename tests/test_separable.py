@@ -185,10 +185,11 @@ def test_bfloat16_separable_matches_float32_and_differentiates(key):
         (dict(hidden=0), "hidden.*0"),
         (dict(layers=1), "layers >= 2, got 1"),
         (dict(net="magnet", layers=0), "layers.*0"),
-        (dict(omega_0=-1.0), "omega_0.*-1.0"),
-        (dict(mfn_input_scale=float("nan")), "mfn_input_scale.*nan"),
-        (dict(mfn_alpha=0.0), "mfn_alpha.*0.0"),
-        (dict(mfn_beta=-2.0), "mfn_beta.*-2.0"),
+        (dict(options=dict(omega_0=-1.0)), "omega_0.*-1.0"),
+        (dict(net="fourier", options=dict(input_scale=float("nan"))), "input_scale.*nan"),
+        (dict(net="gabor", options=dict(alpha=0.0)), "alpha.*0.0"),
+        (dict(net="magnet", options=dict(beta=-2.0)), "beta.*-2.0"),
+        (dict(options=dict(alpha=1.0)), r"'siren' has no setting\(s\) \['alpha'\]"),
         (dict(render="dense"), "'dense'"),
         (dict(spatial_hidden=0), "spatial_hidden.*0"),
     ],
@@ -217,7 +218,8 @@ def _params(net):
 
 @pytest.mark.parametrize("net", ["gabor", "magnet", "fourier"])
 def test_mfn_settings_reach_the_net(net):
-    spec = KernelSpec(net, hidden=8, layers=2, mfn_input_scale=32.0, mfn_alpha=2.0, mfn_beta=3.0)
+    settings = dict(input_scale=32.0) | ({} if net == "fourier" else dict(alpha=2.0, beta=3.0))
+    spec = KernelSpec(net, hidden=8, layers=2, options=settings)
     cls = {"fourier": pg.kernels.FourierNet, "gabor": pg.kernels.GaborNet}.get(
         net, pg.kernels.MAGNet
     )
@@ -228,21 +230,25 @@ def test_mfn_settings_reach_the_net(net):
     for a, b in zip(_params(built), _params(direct), strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(_params(built), _params(default)))
-    # through a model config (whose convs all get kernel_settings; see the model test below)
-    config = ModelConfig(kernel=net, kernel_hidden=8, kernel_layers=2, mfn_input_scale=32.0,
-                         mfn_alpha=2.0, mfn_beta=3.0)  # fmt: skip
-    assert config.kernel_spec == spec.replace(hidden=8)
+    # through a model config (whose convs all get kernel_settings; see the model test below),
+    # also by the flat names of the settings (the CLIs' --set keys)
+    config = ModelConfig(kernel=spec)
+    flat = {f"mfn_{k}": v for k, v in settings.items()}
+    assert config == ModelConfig(kernel=net, kernel_hidden=8, kernel_layers=2, **flat)
+    assert config == ModelConfig().replace(kernel=net, kernel_hidden=8, kernel_layers=2, **flat)
     assert kernel_settings(config)["kernel"] == spec
 
 
 def test_make_kernel_net_keeps_working():
     a = pg.kernels.make_kernel_net("siren", 3, 4, hidden=8, omega_0=30.0, rngs=nnx.Rngs(0))
-    b = KernelSpec(hidden=8, omega_0=30.0).make_net(3, 4, rngs=nnx.Rngs(0))
+    b = KernelSpec(hidden=8, options={"omega_0": 30.0}).make_net(3, 4, rngs=nnx.Rngs(0))
     assert a.omega_0 == 30.0
     for p, q in zip(_params(a), _params(b), strict=True):
         np.testing.assert_array_equal(p, q)
     with pytest.raises(ValueError, match="'nope'"):
         pg.kernels.make_kernel_net("nope", 3, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"'mlp_relu' has no setting\(s\) \['omega_0'\]"):
+        pg.kernels.make_kernel_net("mlp_relu", 3, 4, omega_0=30.0, rngs=nnx.Rngs(0))
 
 
 def test_separable_flag_and_joint_only_layers():
@@ -270,27 +276,27 @@ def test_separable_model_config_and_old_configs(key):
     config = ModelConfig(separable=True, width=2, num_blocks=1, block_width_factors=(1.0, 1),
                          pool_blocks=(1,), kernel_size=3, kernel_hidden=8, num_elements=4,
                          head="t2")  # fmt: skip
-    assert config.kernel_spec.render == "separable"
+    assert config.kernel.render == "separable"
     model = build_model(config, num_classes=2, in_features=1, rngs=nnx.Rngs(0))
-    assert model.lift.kernel == config.kernel_spec.replace(render="joint")
-    assert model.blocks[0].conv1.kernel == config.kernel_spec
-    assert model.blocks[0].shortcut.kernel == config.kernel_spec.replace(hidden=4, render="joint")
+    assert model.lift.kernel == config.kernel.replace(render="joint")
+    assert model.blocks[0].conv1.kernel == config.kernel
+    assert model.blocks[0].shortcut.kernel == config.kernel.replace(hidden=4, render="joint")
     assert model.final_conv.kernel.render == "joint"
     logits = model(jax.random.normal(key, (2, 8, 8, 1)), rngs=nnx.Rngs(sample=0))
     assert logits.shape == (2, 2) and bool(jnp.all(jnp.isfinite(logits)))
     with pytest.raises(ValueError, match="separable must be a bool, got 1"):
         ModelConfig(separable=1)
-    with pytest.raises(ValueError, match="mfn_beta.*0"):
-        ModelConfig(mfn_beta=0.0)
+    with pytest.raises(ValueError, match="beta.*0"):
+        ModelConfig(kernel="gabor", mfn_beta=0.0)
     # a config.json written before the separable / MFN keys existed loads and resumes
     train = TrainConfig(dataset="cifar10", model=ModelConfig(width=2, num_elements=4))
     stored = train.to_dict()
-    for name in ("separable", "mfn_input_scale", "mfn_alpha", "mfn_beta"):
-        del stored["model"][name]
+    flat = stored["model"].pop("kernel")  # in the flat form, without those keys
+    stored["model"] |= dict(kernel=flat["net"], kernel_hidden=32, kernel_layers=3, omega_0=10.0)
     assert TrainConfig.from_dict(stored) == train
     assert config_differences(stored, train) == []
     assert config_differences(stored, train.replace(model=train.model.replace(separable=True))) == [
-        "model.separable"
+        "model.kernel.render"
     ]
 
 

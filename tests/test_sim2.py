@@ -187,7 +187,7 @@ def _at(features, step: int, radius: int):
 # the same integral at both scales. Measured (seed 0): lifting 0.051 (unshifted 0.38), group
 # conv 0.057 (unshifted 0.41); SIREN's default omega_0 = 10 aliases on a 7 x 7 grid (~0.7).
 SCALE_BOUND = 0.12
-SMOOTH = dict(kernel_size=7, kernel=KernelSpec(omega_0=3.0, hidden=16))
+SMOOTH = dict(kernel_size=7, kernel=KernelSpec(hidden=16, options={"omega_0": 3.0}))
 
 
 def test_lifting_is_approximately_scale_equivariant():

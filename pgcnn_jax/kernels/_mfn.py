@@ -28,28 +28,19 @@ linear at initialisation so that the output's root mean square over a fixed grid
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from pgcnn_jax.kernels._init import torch_linear, uniform
+from pgcnn_jax.kernels._mfn_filters import _calibration_points, _FourierFilter, _GaborFilter
+from pgcnn_jax.kernels._registry import FactorInit, check_positive, register_kernel_net
+
 MFN_KINDS = ("fourier", "gabor", "magnet")
-
-
-def _uniform(low: float, high: float):
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, low, high)
-
-    return init
-
-
-def _torch_linear(a: int, b: int, rngs: nnx.Rngs) -> nnx.Linear:
-    """Linear layer with PyTorch's default initialisation, ``U(+-1/sqrt(fan_in))``."""
-    bound = 1.0 / math.sqrt(a)
-    return nnx.Linear(
-        a, b, kernel_init=_uniform(-bound, bound), bias_init=_uniform(-bound, bound), rngs=rngs
-    )
 
 
 def _check_args(in_features: int, out_features: int, hidden: int, num_layers: int) -> None:
@@ -80,88 +71,55 @@ def _check_gamma_args(alpha: float, beta: float) -> None:
         raise ValueError(f"the Gamma rate beta must be > 0, got {beta}")
 
 
-class _FourierFilter(nnx.Module):
-    """``g(x) = sin(W x + b)``; ``W ~ U(+-1/sqrt(fan_in)) * scale`` (``fan_in``: ``d_in``
-    unless given), ``b ~ U(-pi, pi)``."""
-
-    def __init__(self, in_features: int, hidden: int, *, scale: float, fan_in: int, rngs: nnx.Rngs):
-        bound = scale / math.sqrt(fan_in)
-        self.linear = nnx.Linear(
-            in_features,
-            hidden,
-            kernel_init=_uniform(-bound, bound),
-            bias_init=_uniform(-math.pi, math.pi),
-            rngs=rngs,
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.sin(self.linear(x))
-
-
-class _GaborFilter(nnx.Module):
-    """Gabor filter ``exp(-1/2 sum_d (gamma (x_d - mu_{h,d}))^2) sin(W x + b)``.
-
-    ``gamma`` has shape ``[H]`` (isotropic) or ``[H, d_in]`` (anisotropic) and is drawn from
-    ``Gamma(alpha, rate=beta)``; ``mu ~ U(-1, 1)`` has shape ``[H, d_in]``. ``W`` is PyTorch's
-    default init (with ``fan_in`` in place of ``d_in``) times ``scale * gamma`` (element-wise;
-    an isotropic ``gamma_h`` is broadcast over the input dims); ``b ~ U(-pi, pi)``. ``gamma``
-    and ``mu`` are learnable; the ``gamma`` scaling of ``W`` happens at initialisation only.
-    """
+class _MFN(nnx.Module):
+    """Shared body: ``L + 1`` filters (:meth:`_make_filter`), the hidden linears and the
+    output linear; ``filter_settings`` go to :meth:`_make_filter`."""
 
     def __init__(
         self,
         in_features: int,
-        hidden: int,
+        out_features: int,
         *,
-        scale: float,
-        alpha: float,
-        beta: float,
-        anisotropic: bool,
-        fan_in: int,
+        hidden: int = 32,
+        num_layers: int = 3,
+        input_scale: float = 256.0,
+        first_fan_in: int | None = None,
+        unit_output: bool = False,
         rngs: nnx.Rngs,
+        **filter_settings,
     ):
-        gamma_shape = (hidden, in_features) if anisotropic else (hidden,)
-        gamma = jax.random.gamma(rngs.params(), alpha, gamma_shape, jnp.float32) / beta
-        self.gamma = nnx.Param(gamma)
-        self.mu = nnx.Param(
-            jax.random.uniform(rngs.params(), (hidden, in_features), jnp.float32, -1.0, 1.0)
+        _check_args(in_features, out_features, hidden, num_layers)
+        fan_in = _fan_in(in_features, first_fan_in)
+        scale = input_scale / math.sqrt(num_layers + 1)
+        filter_kw = dict(scale=scale, fan_in=fan_in, num_layers=num_layers, rngs=rngs)
+        self.filters = nnx.List(
+            [
+                self._make_filter(i, in_features, hidden, **filter_kw, **filter_settings)
+                for i in range(num_layers + 1)
+            ]
         )
-        bound = 1.0 / math.sqrt(fan_in)
-        # nnx kernel is [d_in, H] (the transpose of PyTorch's [H, d_in] weight).
-        w_scale = scale * (gamma.T if anisotropic else gamma[None, :])
-        self.linear = nnx.Linear(
-            in_features,
-            hidden,
-            kernel_init=lambda key, shape, dtype=jnp.float32: (
-                jax.random.uniform(key, shape, dtype, -bound, bound) * w_scale.astype(dtype)
-            ),
-            bias_init=_uniform(-math.pi, math.pi),
-            rngs=rngs,
+        w_bound = math.sqrt(1.0 / hidden)
+        b_bound = 1.0 / math.sqrt(hidden)
+        self.linears = nnx.List(
+            [
+                nnx.Linear(
+                    hidden,
+                    hidden,
+                    kernel_init=uniform(w_bound),
+                    bias_init=uniform(b_bound),
+                    rngs=rngs,
+                )
+                for _ in range(num_layers)
+            ]
         )
+        self.out = torch_linear(hidden, out_features, rngs)
+        if unit_output:
+            self._unit_output(in_features)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        gamma = self.gamma[...]
-        if gamma.ndim == 1:
-            gamma = gamma[:, None]
-        lead = (1,) * (x.ndim - 1)  # explicit broadcasting (rank promotion may be disabled)
-        mu = self.mu[...].reshape(lead + self.mu.shape)
-        gamma = gamma.reshape(lead + gamma.shape)
-        diff = x[..., None, :] - mu  # [..., H, d_in]
-        envelope = jnp.exp(-0.5 * jnp.sum((gamma * diff) ** 2, axis=-1))
-        return envelope * jnp.sin(self.linear(x))
-
-
-def _calibration_points(in_features: int) -> jax.Array:
-    """A fixed grid on ``[-1, 1]^d_in`` (9 points per axis up to ``d_in = 3``, fewer above)
-    on which :class:`_MFN` measures its output scale for ``unit_output``."""
-    per_axis = max(2, min(9, round(1000 ** (1.0 / in_features))))
-    axis = jnp.linspace(-1.0, 1.0, per_axis)
-    grids = jnp.meshgrid(*([axis] * in_features), indexing="ij")
-    return jnp.stack([g.ravel() for g in grids], axis=-1)
-
-
-class _MFN(nnx.Module):
-    """Shared body: filters, hidden linears and the output linear."""
+    def _make_filter(self, index, in_features, hidden, *, scale, fan_in, num_layers, rngs):
+        """Filter ``g_index`` (``scale``: the filter frequency scale ``input_scale /
+        sqrt(L + 1)``; ``fan_in``: of the ``W`` bound)."""
+        raise NotImplementedError
 
     def _unit_output(self, in_features: int) -> None:
         """Rescales the output linear (weights and bias) so that the output's root mean square
@@ -170,33 +128,6 @@ class _MFN(nnx.Module):
         scale = 1.0 / jnp.maximum(rms, 1e-12)
         self.out.kernel[...] = self.out.kernel[...] * scale
         self.out.bias[...] = self.out.bias[...] * scale
-
-    def _build_body(
-        self,
-        in_features: int,
-        hidden: int,
-        out_features: int,
-        num_layers: int,
-        rngs: nnx.Rngs,
-        unit_output: bool,
-    ):
-        w_bound = math.sqrt(1.0 / hidden)
-        b_bound = 1.0 / math.sqrt(hidden)
-        self.linears = nnx.List(
-            [
-                nnx.Linear(
-                    hidden,
-                    hidden,
-                    kernel_init=_uniform(-w_bound, w_bound),
-                    bias_init=_uniform(-b_bound, b_bound),
-                    rngs=rngs,
-                )
-                for _ in range(num_layers)
-            ]
-        )
-        self.out = _torch_linear(hidden, out_features, rngs)
-        if unit_output:
-            self._unit_output(in_features)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         z = self.filters[0](x)
@@ -218,37 +149,60 @@ class FourierNet(_MFN):
         hidden: Hidden width ``H``.
         num_layers: Number ``L >= 1`` of hidden linears (there are ``L + 1`` filters).
         input_scale: Filter frequency scale (256 in the reference), divided by ``sqrt(L + 1)``.
+        first_fan_in, unit_output: see the module docstring.
         rngs: Random streams; ``params`` is used.
 
     Raises:
         ValueError: If a size is < 1.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        hidden: int = 32,
-        num_layers: int = 3,
-        input_scale: float = 256.0,
-        first_fan_in: int | None = None,
-        unit_output: bool = False,
-        rngs: nnx.Rngs,
+    def _make_filter(self, index, in_features, hidden, *, scale, fan_in, num_layers, rngs):
+        return _FourierFilter(in_features, hidden, scale=scale, fan_in=fan_in, rngs=rngs)
+
+
+class _GaborMFN(_MFN):
+    """Shared filters of :class:`GaborNet` and :class:`MAGNet`: Gabor filters, isotropic
+    or not (:attr:`_ANISOTROPIC`), with the Gamma shape of filter ``l`` given by
+    :meth:`_gamma_shape`.
+
+    Args:
+        in_features: Input dimension ``d_in``.
+        out_features: Output dimension.
+        hidden: Hidden width ``H``.
+        num_layers: Number ``L >= 1`` of hidden linears (there are ``L + 1`` filters).
+        input_scale: Filter frequency scale (256 in the reference), divided by ``sqrt(L + 1)``.
+        alpha: Gamma shape numerator (6 in the reference).
+        beta: Gamma rate (1 in the reference).
+        first_fan_in, unit_output: see the module docstring.
+        rngs: Random streams; ``params`` is used.
+
+    Raises:
+        ValueError: If a size is < 1 or ``alpha``/``beta`` is not positive.
+    """
+
+    _ANISOTROPIC = False
+
+    @staticmethod
+    def _gamma_shape(alpha: float, index: int, num_layers: int) -> float:
+        raise NotImplementedError
+
+    def _make_filter(
+        self, index, in_features, hidden, *, scale, fan_in, num_layers, rngs, alpha=6.0, beta=1.0
     ):
-        _check_args(in_features, out_features, hidden, num_layers)
-        fan_in = _fan_in(in_features, first_fan_in)
-        scale = input_scale / math.sqrt(num_layers + 1)
-        self.filters = nnx.List(
-            [
-                _FourierFilter(in_features, hidden, scale=scale, fan_in=fan_in, rngs=rngs)
-                for _ in range(num_layers + 1)
-            ]
+        _check_gamma_args(alpha, beta)
+        return _GaborFilter(
+            in_features,
+            hidden,
+            scale=scale,
+            alpha=self._gamma_shape(alpha, index, num_layers),
+            beta=beta,
+            anisotropic=self._ANISOTROPIC,
+            fan_in=fan_in,
+            rngs=rngs,
         )
-        self._build_body(in_features, hidden, out_features, num_layers, rngs, unit_output)
 
 
-class GaborNet(_MFN):
+class GaborNet(_GaborMFN):
     r"""Multiplicative filter network with isotropic Gabor filters (REFERENCE 2.5).
 
     .. math::
@@ -258,60 +212,18 @@ class GaborNet(_MFN):
 
     ``gamma_{l,h} ~ Gamma(shape alpha/(L+1), rate beta)`` (the same shape for every filter),
     ``mu ~ U(-1, 1)``, ``W_l = U(+-1/sqrt(d_in)) * input_scale / sqrt(L+1) * gamma_{l,h}``,
-    ``b_l ~ U(-pi, pi)``; ``gamma`` and ``mu`` are learnable.
-
-    Args:
-        in_features: Input dimension ``d_in``.
-        out_features: Output dimension.
-        hidden: Hidden width ``H``.
-        num_layers: Number ``L >= 1`` of hidden linears (there are ``L + 1`` filters).
-        input_scale: Filter frequency scale (256 in the reference), divided by ``sqrt(L + 1)``.
-        alpha: Gamma shape numerator (6 in the reference); the shape is ``alpha / (L + 1)``.
-        beta: Gamma rate (1 in the reference).
-        rngs: Random streams; ``params`` is used.
-
-    Raises:
-        ValueError: If a size is < 1 or ``alpha``/``beta`` is not positive.
+    ``b_l ~ U(-pi, pi)``; ``gamma`` and ``mu`` are learnable. Arguments: see
+    :class:`_GaborMFN`.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        hidden: int = 32,
-        num_layers: int = 3,
-        input_scale: float = 256.0,
-        alpha: float = 6.0,
-        beta: float = 1.0,
-        first_fan_in: int | None = None,
-        unit_output: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        _check_args(in_features, out_features, hidden, num_layers)
-        _check_gamma_args(alpha, beta)
-        fan_in = _fan_in(in_features, first_fan_in)
-        scale = input_scale / math.sqrt(num_layers + 1)
-        shape = alpha / (num_layers + 1)
-        self.filters = nnx.List(
-            [
-                _GaborFilter(
-                    in_features,
-                    hidden,
-                    scale=scale,
-                    alpha=shape,
-                    beta=beta,
-                    anisotropic=False,
-                    fan_in=fan_in,
-                    rngs=rngs,
-                )
-                for _ in range(num_layers + 1)
-            ]
-        )
-        self._build_body(in_features, hidden, out_features, num_layers, rngs, unit_output)
+    _ANISOTROPIC = False
+
+    @staticmethod
+    def _gamma_shape(alpha: float, index: int, num_layers: int) -> float:
+        return alpha / (num_layers + 1)
 
 
-class MAGNet(_MFN):
+class MAGNet(_GaborMFN):
     r"""Multiplicative Anisotropic Gabor Network (REFERENCE 2.5; ``steerable=False``).
 
     .. math::
@@ -322,53 +234,70 @@ class MAGNet(_MFN):
     ``gamma_{l,h,d} ~ Gamma(shape alpha/(l+1), rate beta)`` for filter ``l = 0..L`` (6, 3, 2,
     1.5 for ``L = 3``), ``mu ~ U(-1, 1)``,
     ``W_l[h, d] = U(+-1/sqrt(d_in)) * input_scale / sqrt(L+1) * gamma_{l,h,d}``,
-    ``b_l ~ U(-pi, pi)``; ``gamma`` and ``mu`` are learnable.
-
-    Args:
-        in_features: Input dimension ``d_in``.
-        out_features: Output dimension.
-        hidden: Hidden width ``H``.
-        num_layers: Number ``L >= 1`` of hidden linears (there are ``L + 1`` filters).
-        input_scale: Filter frequency scale (256 in the reference), divided by ``sqrt(L + 1)``.
-        alpha: Gamma shape numerator (6 in the reference); filter ``l`` uses ``alpha / (l + 1)``.
-        beta: Gamma rate (1 in the reference).
-        rngs: Random streams; ``params`` is used.
-
-    Raises:
-        ValueError: If a size is < 1 or ``alpha``/``beta`` is not positive.
+    ``b_l ~ U(-pi, pi)``; ``gamma`` and ``mu`` are learnable. Arguments: see
+    :class:`_GaborMFN`.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        hidden: int = 32,
-        num_layers: int = 3,
-        input_scale: float = 256.0,
-        alpha: float = 6.0,
-        beta: float = 1.0,
-        first_fan_in: int | None = None,
-        unit_output: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        _check_args(in_features, out_features, hidden, num_layers)
-        _check_gamma_args(alpha, beta)
-        fan_in = _fan_in(in_features, first_fan_in)
-        scale = input_scale / math.sqrt(num_layers + 1)
-        self.filters = nnx.List(
-            [
-                _GaborFilter(
-                    in_features,
-                    hidden,
-                    scale=scale,
-                    alpha=alpha / (idx + 1),
-                    beta=beta,
-                    anisotropic=True,
-                    fan_in=fan_in,
-                    rngs=rngs,
-                )
-                for idx in range(num_layers + 1)
-            ]
-        )
-        self._build_body(in_features, hidden, out_features, num_layers, rngs, unit_output)
+    _ANISOTROPIC = True
+
+    @staticmethod
+    def _gamma_shape(alpha: float, index: int, num_layers: int) -> float:
+        return alpha / (index + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MFNOptions:
+    """Settings of the ``fourier`` kernel net: ``input_scale``, the filter frequency scale
+    (divided by ``sqrt(L + 1)``; 256 in the reference)."""
+
+    input_scale: float = 256.0
+
+    def __post_init__(self):
+        check_positive(type(self).__name__, "input_scale", self.input_scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class GaborOptions(MFNOptions):
+    """Settings of the ``gabor`` and ``magnet`` kernel nets: ``input_scale`` (see
+    :class:`MFNOptions`), the Gamma shape numerator ``alpha`` (6) and rate ``beta`` (1) of
+    their envelopes."""
+
+    alpha: float = 6.0
+    beta: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(type(self).__name__, "alpha", self.alpha)
+        check_positive(type(self).__name__, "beta", self.beta)
+
+
+def _mfn(
+    in_features,
+    out_features,
+    *,
+    hidden,
+    layers,
+    options,
+    factor: FactorInit | None,
+    rngs,
+    cls: type[_MFN],
+):
+    """An MFN of class ``cls``; as a matched separable factor: the joint net's fan-in in the
+    filters' bound and, for ``psi_S``, the output rescaled to unit scale (the filters draw
+    random phases already: absent inputs are not used)."""
+    return cls(
+        in_features,
+        out_features,
+        hidden=hidden,
+        num_layers=layers,
+        first_fan_in=factor.joint_inputs if factor else None,
+        unit_output=bool(factor and factor.unit_output),
+        rngs=rngs,
+        **dataclasses.asdict(options),
+    )
+
+
+for _name, _cls, _options in zip(
+    MFN_KINDS, (FourierNet, GaborNet, MAGNet), (MFNOptions, GaborOptions, GaborOptions), strict=True
+):
+    register_kernel_net(_name, functools.partial(_mfn, cls=_cls), options=_options, min_layers=1)

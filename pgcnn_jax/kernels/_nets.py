@@ -6,18 +6,16 @@ Every net maps ``[..., d_in] -> [..., out_features]`` along the last axis (the r
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-
-def _uniform(bound: float):
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+from pgcnn_jax.kernels._init import torch_linear, uniform
+from pgcnn_jax.kernels._registry import FactorInit, check_positive, register_kernel_net
 
 
 def _absent_inputs(bound: float, count: int):
@@ -90,7 +88,7 @@ class SIREN(nnx.Module):
             if i == 0 and first_bias_inputs:
                 bias_init = _absent_inputs(bound, first_bias_inputs)
             layers.append(
-                nnx.Linear(a, b, kernel_init=_uniform(bound), bias_init=bias_init, rngs=rngs)
+                nnx.Linear(a, b, kernel_init=uniform(bound), bias_init=bias_init, rngs=rngs)
             )
         self.layers = nnx.List(layers)
 
@@ -105,12 +103,6 @@ _ACTIVATIONS = {
     "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01),
     "swish": lambda x: x * jax.nn.sigmoid(x),
 }
-
-
-def _torch_linear(a: int, b: int, rngs: nnx.Rngs) -> nnx.Linear:
-    """Linear layer with PyTorch's default initialisation, ``U(+-1/sqrt(fan_in))``."""
-    bound = 1.0 / math.sqrt(a)
-    return nnx.Linear(a, b, kernel_init=_uniform(bound), bias_init=_uniform(bound), rngs=rngs)
 
 
 class MLPKernel(nnx.Module):
@@ -145,14 +137,14 @@ class MLPKernel(nnx.Module):
         self.activation = activation
         dims = [in_features] + [hidden] * (num_layers - 1)
         self.layers = nnx.List(
-            [_torch_linear(a, b, rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)]
+            [torch_linear(a, b, rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)]
         )
         self.norms = nnx.List(
             [nnx.BatchNorm(hidden, momentum=0.9, epsilon=1e-5, rngs=rngs) for _ in dims[1:]]
             if norm == "batch"
             else []
         )
-        self.out = _torch_linear(hidden, out_features, rngs)
+        self.out = torch_linear(hidden, out_features, rngs)
 
     @property
     def reduces_over_points(self) -> bool:
@@ -178,3 +170,47 @@ class MLPKernel(nnx.Module):
                 x = self.norms[i](x.reshape(-1, shape[-1]), mask=mask).reshape(shape)
             x = act(x)
         return self.out(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class SirenOptions:
+    """Settings of the ``siren`` kernel net: ``omega_0``, its frequency."""
+
+    omega_0: float = 10.0
+
+    def __post_init__(self):
+        check_positive("SirenOptions", "omega_0", self.omega_0)
+
+
+def _siren(in_features, out_features, *, hidden, layers, options, factor: FactorInit | None, rngs):
+    """A :class:`SIREN`; as a matched separable factor: the joint net's fan-in, first-layer
+    biases drawn as its absent inputs' phases, unit output scale (output bound times
+    ``omega_0``) for ``psi_S``."""
+    return SIREN(
+        in_features,
+        out_features,
+        hidden=hidden,
+        num_layers=layers,
+        omega_0=options.omega_0,
+        first_fan_in=factor.joint_inputs if factor else None,
+        first_bias_inputs=factor.absent_inputs if factor else 0,
+        output_gain=options.omega_0 if factor and factor.unit_output else 1.0,
+        rngs=rngs,
+    )
+
+
+def _mlp(in_features, out_features, *, hidden, layers, options, factor, rngs, activation: str):
+    """An :class:`MLPKernel` with ``activation``; a separable factor is initialised like a net
+    on its own (PyTorch's default initialisation has no spectrum to match)."""
+    del options, factor
+    kw = dict(hidden=hidden, num_layers=layers, activation=activation, rngs=rngs)
+    return MLPKernel(in_features, out_features, **kw)
+
+
+register_kernel_net("siren", _siren, options=SirenOptions)
+for _activation in _ACTIVATIONS:
+    register_kernel_net(
+        f"mlp_{_activation}",
+        functools.partial(_mlp, activation=_activation),
+        reduces_over_points=True,
+    )

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
+from collections.abc import Mapping
+from typing import Any
 
 from flax import nnx
 
-from pgcnn_jax.kernels._mfn import MFN_KINDS, FourierNet, GaborNet, MAGNet
-from pgcnn_jax.kernels._nets import SIREN, MLPKernel
+from pgcnn_jax.kernels._registry import FactorInit, kernel_net_entry
 
-__all__ = [
-    "FACTOR_INITS",
-    "KERNEL_NAMES",
-    "RENDERS",
-    "KernelSpec",
-    "SeparableKernelNet",
-    "as_kernel_spec",
-]
-
-KERNEL_NAMES = (
-    "siren",
-    "mlp_relu",
-    "mlp_leaky_relu",
-    "mlp_swish",
-    "fourier",
-    "gabor",
-    "magnet",
-)
+__all__ = ["FACTOR_INITS", "RENDERS", "KernelSpec", "SeparableKernelNet", "as_kernel_spec"]
 
 #: How a group convolution renders its kernel from the spec's net(s):
 #: ``"joint"``: one net on ``[A(u)^-1 p, u^-1 v]`` (REFERENCE 3.2), a dense
@@ -58,29 +41,25 @@ def _positive_int(name: str, value) -> None:
         raise ValueError(f"KernelSpec.{name} must be a positive int, got {value!r}")
 
 
-def _positive_float(name: str, value) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"KernelSpec.{name} must be a finite number > 0, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class KernelSpec:
     """A continuous kernel: which net, its settings and how a group conv renders it.
 
     Frozen and hashable (a static part of a layer). Convs take it as ``kernel=`` (a plain
-    string ``s`` means ``KernelSpec(net=s)``).
+    string ``s`` means ``KernelSpec(net=s)``); :class:`~pgcnn_jax.models.ModelConfig` holds one
+    as ``kernel`` (nested in ``config.json``: :meth:`to_dict`, :meth:`from_dict`).
 
     Attributes:
-      net: kernel-net type, one of :data:`KERNEL_NAMES`.
+      net: a registered kernel net (:data:`~pgcnn_jax.kernels.KERNEL_NAMES`, or one added by
+        :func:`~pgcnn_jax.kernels.register_kernel_net`).
       hidden: hidden width ``H`` of the net(s).
       layers: layers of the net (SIREN / MLP: linear maps, ``>= 2``; MFN: hidden linears
         ``L >= 1``).
-      omega_0: SIREN frequency (SIREN only).
-      mfn_input_scale: MFN filter frequency scale, divided by ``sqrt(L + 1)`` (``fourier``,
-        ``gabor``, ``magnet``; 256 in the reference).
-      mfn_alpha: Gamma shape numerator of the Gabor / MAGNet envelopes (6 in the reference).
-      mfn_beta: Gamma rate of the Gabor / MAGNet envelopes (1 in the reference).
+      options: the net's own settings, a value of the options class it was registered with
+        (``siren``: :class:`SirenOptions`, ``omega_0``; ``fourier``: :class:`MFNOptions`,
+        ``input_scale``; ``gabor`` / ``magnet``: :class:`GaborOptions`, ``input_scale``,
+        ``alpha``, ``beta``; ``mlp_*``: none). ``None`` (default) means the net's defaults and
+        a mapping those settings; either is stored as the options value.
       render: one of :data:`RENDERS`; only :class:`~pgcnn_jax.nn.GroupConv` renders
         ``"separable"``.
       spatial_hidden: hidden width of the separable spatial net ``psi_S`` (``None``:
@@ -90,33 +69,30 @@ class KernelSpec:
 
     Example:
       >>> from pgcnn_jax.kernels import KernelSpec
-      >>> spec = KernelSpec("gabor", hidden=16, mfn_alpha=3.0)
-      >>> spec.replace(render="separable").render
-      'separable'
+      >>> spec = KernelSpec("gabor", hidden=16, options={"alpha": 3.0})
+      >>> spec.options.alpha, spec.replace(net="siren").options
+      (3.0, SirenOptions(omega_0=10.0))
+      >>> spec.replace(beta=2.0, render="separable").options.beta
+      2.0
     """
 
     net: str = "siren"
     hidden: int = 32
     layers: int = 3
-    omega_0: float = 10.0
-    mfn_input_scale: float = 256.0
-    mfn_alpha: float = 6.0
-    mfn_beta: float = 1.0
+    options: Any = None
     render: str = "joint"
     spatial_hidden: int | None = None
     factor_init: str = "matched"
 
     def __post_init__(self):
-        if self.net not in KERNEL_NAMES:
-            raise ValueError(f"unknown kernel net {self.net!r}; expected one of {KERNEL_NAMES}")
+        entry = kernel_net_entry(self.net)
         _positive_int("hidden", self.hidden)
         _positive_int("layers", self.layers)
-        if self.net not in MFN_KINDS and self.layers < 2:
-            raise ValueError(f"a {self.net!r} kernel net needs layers >= 2, got {self.layers}")
-        _positive_float("omega_0", self.omega_0)
-        _positive_float("mfn_input_scale", self.mfn_input_scale)
-        _positive_float("mfn_alpha", self.mfn_alpha)
-        _positive_float("mfn_beta", self.mfn_beta)
+        if self.layers < entry.min_layers:
+            raise ValueError(
+                f"a {self.net!r} kernel net needs layers >= {entry.min_layers}, got {self.layers}"
+            )
+        object.__setattr__(self, "options", entry.make_options(self.options))
         if self.render not in RENDERS:
             raise ValueError(f"unknown kernel render {self.render!r}; expected one of {RENDERS}")
         if self.spatial_hidden is not None:
@@ -127,12 +103,42 @@ class KernelSpec:
             )
 
     def replace(self, **changes) -> KernelSpec:
-        """A copy with ``changes`` (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` (validated again): fields, or settings of the net's options
+        (``spec.replace(omega_0=30.0)``). A new ``net`` starts from its default options
+        unless ``options`` is given; settings the (new) net lacks raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(self)}
+        settings = {k: changes.pop(k) for k in list(changes) if k not in names}
+        if "options" not in changes and changes.get("net", self.net) != self.net:
+            changes["options"] = None
+        spec = dataclasses.replace(self, **changes)
+        if not settings:
+            return spec
+        return dataclasses.replace(spec, options=dataclasses.asdict(spec.options) | settings)
 
     @property
     def separable(self) -> bool:
         return self.render == "separable"
+
+    @property
+    def reduces_over_points(self) -> bool:
+        """Whether the net's output at one point depends on the other points rendered with it
+        (BatchNorm over the points, ``mlp_*``)."""
+        return kernel_net_entry(self.net).reduces_over_points
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (the options as a dict); inverse of :meth:`from_dict`."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return out | {"options": dataclasses.asdict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> KernelSpec:
+        """The spec of a :meth:`to_dict` dict; ``ValueError`` naming unknown keys."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a KernelSpec dict is needed, got {d!r}")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown kernel spec key(s) {unknown}")
+        return cls(**d)
 
     def make_net(
         self,
@@ -140,49 +146,22 @@ class KernelSpec:
         out_features: int,
         *,
         hidden: int | None = None,
-        first_fan_in: int | None = None,
-        unit_output: bool = False,
-        absent_inputs: int = 0,
+        factor: FactorInit | None = None,
         rngs: nnx.Rngs,
     ) -> nnx.Module:
         """One net of type :attr:`net`, ``[..., in_features] -> [..., out_features]``, with
-        this spec's settings (``hidden`` overrides :attr:`hidden`).
-
-        ``first_fan_in`` (SIREN and MFN nets) replaces ``in_features`` as the fan-in of the
-        first layer's weight bound; ``unit_output`` (SIREN and MFN nets) initialises the
-        output at unit scale; ``absent_inputs`` (SIREN) draws the first layer's biases as the
-        contribution of that many inputs of the joint net that this net does not see. They
-        serve the separable factors (:data:`FACTOR_INITS`); an MLP kernel takes none
-        (``ValueError``), MFN nets no ``absent_inputs`` (their filters already draw random
-        phases)."""
-        hidden = self.hidden if hidden is None else hidden
-        kw = dict(hidden=hidden, num_layers=self.layers, rngs=rngs)
-        if self.net.startswith("mlp_"):
-            if first_fan_in is not None or unit_output or absent_inputs:
-                raise ValueError(
-                    f"a {self.net!r} kernel net takes no first_fan_in / unit_output / absent_inputs"
-                )
-            return MLPKernel(in_features, out_features, activation=self.net[4:], **kw)
-        if self.net == "siren":
-            gain = self.omega_0 if unit_output else 1.0
-            return SIREN(
-                in_features,
-                out_features,
-                omega_0=self.omega_0,
-                first_fan_in=first_fan_in,
-                first_bias_inputs=absent_inputs,
-                output_gain=gain,
-                **kw,
-            )
-        if absent_inputs:
-            raise ValueError(f"a {self.net!r} kernel net takes no absent_inputs")
-        kw |= dict(
-            input_scale=self.mfn_input_scale, first_fan_in=first_fan_in, unit_output=unit_output
+        this spec's settings (``hidden`` overrides :attr:`hidden`); ``factor``: initialise it
+        as a matched factor of a separable kernel (see
+        :class:`~pgcnn_jax.kernels.FactorInit`; each net takes what applies to it)."""
+        return kernel_net_entry(self.net).factory(
+            in_features,
+            out_features,
+            hidden=self.hidden if hidden is None else hidden,
+            layers=self.layers,
+            options=self.options,
+            factor=factor,
+            rngs=rngs,
         )
-        if self.net == "fourier":
-            return FourierNet(in_features, out_features, **kw)
-        cls = GaborNet if self.net == "gabor" else MAGNet
-        return cls(in_features, out_features, alpha=self.mfn_alpha, beta=self.mfn_beta, **kw)
 
     def make_group_net(
         self, group_dim: int, in_features: int, out_features: int, *, rngs: nnx.Rngs
@@ -194,25 +173,19 @@ class KernelSpec:
         joint_inputs = 2 + group_dim
         if self.render == "joint":
             return self.make_net(joint_inputs, out_features * in_features, rngs=rngs)
-        matched = self.factor_init == "matched" and not self.net.startswith("mlp_")
-        fan_in = joint_inputs if matched else None
-        siren = matched and self.net == "siren"
+        matched = self.factor_init == "matched"
+        spatial = FactorInit(joint_inputs, absent_inputs=group_dim, unit_output=True)
+        group = FactorInit(joint_inputs, absent_inputs=2, unit_output=False)
         return SeparableKernelNet(
             spatial=self.make_net(
                 2,
                 out_features,
                 hidden=self.spatial_hidden,
-                first_fan_in=fan_in,
-                unit_output=matched,
-                absent_inputs=group_dim if siren else 0,
+                factor=spatial if matched else None,
                 rngs=rngs,
             ),
             group=self.make_net(
-                group_dim,
-                out_features * in_features,
-                first_fan_in=fan_in,
-                absent_inputs=2 if siren else 0,
-                rngs=rngs,
+                group_dim, out_features * in_features, factor=group if matched else None, rngs=rngs
             ),
         )
 

@@ -4,7 +4,15 @@ their regularisers (REFERENCE 4)."""
 from pgcnn_jax.models._augerino import AugerinoCKResNet, AugerinoGCNN, AugmentationParam
 from pgcnn_jax.models._build import build_model
 from pgcnn_jax.models._ckresnet import CKResNet, ResBlock
-from pgcnn_jax.models._config import EXECUTIONS, HEADS, MODEL_NAMES, NORMS, ModelConfig
+from pgcnn_jax.models._config import (
+    EXECUTIONS,
+    FLAT_KERNEL_KEYS,
+    HEADS,
+    MODEL_NAMES,
+    NORMS,
+    ModelConfig,
+    upgrade_model_dict,
+)
 from pgcnn_jax.models._gcnn import GCNN, GCNNBlock
 from pgcnn_jax.models._heads import MLPPooling, T2FinalConv
 from pgcnn_jax.models._memory import (
@@ -23,6 +31,7 @@ from pgcnn_jax.models._resample import resample, rotate_images, transform_images
 
 __all__ = [
     "EXECUTIONS",
+    "FLAT_KERNEL_KEYS",
     "HEADS",
     "MODEL_NAMES",
     "NORMS",
@@ -48,4 +57,5 @@ __all__ = [
     "resample",
     "rotate_images",
     "transform_images",
+    "upgrade_model_dict",
 ]

@@ -58,7 +58,7 @@ class ResBlock(nnx.Module):
         shortcut = None
         if in_features != out_features or changes_grid(config):
             kernel = kernel_settings(config, joint=True)
-            kernel["kernel"] = kernel["kernel"].replace(hidden=config.kernel_hidden // 2)
+            kernel["kernel"] = kernel["kernel"].replace(hidden=config.kernel.hidden // 2)
             shortcut = PointwiseGroupConv(
                 in_features, out_features, group=config.make_group(), **kernel, rngs=rngs
             )

@@ -118,10 +118,10 @@ def check_images(x, in_features: int, model: str) -> jax.Array:
 
 
 def kernel_settings(config: ModelConfig, *, joint: bool = False) -> dict:
-    """The kernel spec (:attr:`ModelConfig.kernel_spec`) and the conv precision shared by every
+    """The kernel spec (:attr:`ModelConfig.kernel`) and the conv precision shared by every
     conv of a model; ``joint=True`` for the convs that only render jointly (lifting, shortcut,
     T(2) head): the same net with ``render="joint"``."""
-    spec = config.kernel_spec
+    spec = config.kernel
     return dict(
         kernel=spec.replace(render="joint") if joint else spec,
         precision=config.precision,

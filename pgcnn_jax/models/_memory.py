@@ -23,7 +23,7 @@ def kernel_memory_bytes(config: ModelConfig, *, in_features: int, num_samples: i
     convolution when it is larger), the kernel net evaluates
     ``S N_out N_in k^2`` points (``k`` the rendered size, larger than ``kernel_size`` for
     scaling groups: :func:`pgcnn_jax.nn.rendered_kernel_size`): its input, its
-    ``kernel_layers - 1`` hidden activations (kept for the backward pass) and its output, plus
+    ``kernel.layers - 1`` hidden activations (kept for the backward pass) and its output, plus
     the rendered HWIO kernel of the same size as the output::
 
         4 S N^2 k^2 (2 + d + (L - 1) H + 2 C_in C_out)   bytes (float32)
@@ -35,7 +35,7 @@ def kernel_memory_bytes(config: ModelConfig, *, in_features: int, num_samples: i
         4 S (N^2 (d + (L - 1) H + 2 C_in C_out) + N k^2 (2 + (L - 1) H + 2 C_out))
     """
     group = config.make_group()
-    n, h, layers = config.num_elements, config.kernel_hidden, config.kernel_layers
+    n, h, layers = config.num_elements, config.kernel.hidden, config.kernel.layers
     k = rendered_kernel_size(group, n, config.kernel_size)
     widths = block_widths(config)
     channels = max(b * max(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
@@ -54,13 +54,13 @@ def rendered_sets(config: ModelConfig, batch_size: int) -> int:
     """Element sets whose kernels are in memory at once in a forward + backward pass at
     ``batch_size``: 1 with shared sampling; with ``sample_per_batch_element`` the chunk of
     :func:`pgcnn_jax.nn.per_example_chunk` examples (kernels rendered chunk by chunk), or the
-    whole batch for ``mlp_*`` kernel nets (their BatchNorm statistics span every example's
-    kernel, so all ``B`` are rendered together) and separable group convs (their factors,
-    ``k^2`` times smaller, are rendered for all ``B`` at once). The ``num_samples`` of
-    :func:`kernel_memory_bytes` / :func:`check_kernel_memory`."""
+    whole batch for kernel nets that reduce over the points (``mlp_*``: their BatchNorm
+    statistics span every example's kernel, so all ``B`` are rendered together) and separable
+    group convs (their factors, ``k^2`` times smaller, are rendered for all ``B`` at once).
+    The ``num_samples`` of :func:`kernel_memory_bytes` / :func:`check_kernel_memory`."""
     if not config.sample_per_batch_element:
         return 1
-    if config.kernel.startswith("mlp_") or config.separable:
+    if config.kernel.reduces_over_points or config.separable:
         return batch_size
     return min(batch_size, per_example_chunk())
 
@@ -120,7 +120,7 @@ def check_kernel_memory(
         raise ValueError(
             f"rendering the kernels of this model needs about {_size(need)} "
             f"(num_elements={config.num_elements}, kernel_size={config.kernel_size}, "
-            f"kernel_hidden={config.kernel_hidden}, widths up to {max(block_widths(config))}, "
+            f"kernel.hidden={config.kernel.hidden}, widths up to {max(block_widths(config))}, "
             f"{num_samples} element set(s) per forward), more than the {_size(limit)} of "
             f"{where}; use fewer elements, a smaller kernel or narrower layers"
         )

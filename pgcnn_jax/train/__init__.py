@@ -15,6 +15,7 @@ from pgcnn_jax.train._config import (
     TrainConfig,
     config_differences,
     flat_config,
+    upgrade_config_dict,
 )
 from pgcnn_jax.train._errors import TrainingDiverged, WorkdirLocked
 from pgcnn_jax.train._evaluate import EvalSums, evaluate
@@ -77,6 +78,7 @@ __all__ = [
     "check_samples",
     "check_workdir",
     "config_differences",
+    "upgrade_config_dict",
     "create_model",
     "create_optimizer",
     "data_mesh",

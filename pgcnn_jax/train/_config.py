@@ -7,10 +7,17 @@ import math
 from typing import Any
 
 from pgcnn_jax.data import get_dataset, get_spec
-from pgcnn_jax.models import ModelConfig
+from pgcnn_jax.models import ModelConfig, upgrade_model_dict
 from pgcnn_jax.train._specs import check_samples
 
-__all__ = ["RESUMABLE_KEYS", "SCHEDULERS", "TrainConfig", "config_differences", "flat_config"]
+__all__ = [
+    "RESUMABLE_KEYS",
+    "SCHEDULERS",
+    "TrainConfig",
+    "config_differences",
+    "flat_config",
+    "upgrade_config_dict",
+]
 
 SCHEDULERS = ("cosine", "constant")
 
@@ -197,45 +204,35 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (tuples become lists); inverse of :meth:`from_dict`."""
+        """A JSON-serialisable dict (tuples become lists, the model's kernel spec nested);
+        inverse of :meth:`from_dict`."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["model"] = {
-            f.name: _lists(getattr(self.model, f.name)) for f in dataclasses.fields(ModelConfig)
-        }
-        return out
+        return out | {"model": self.model.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Builds a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        """Builds a config from :meth:`to_dict` output, or from a ``config.json`` written before
+        the model's kernel settings were nested (:meth:`ModelConfig.from_dict`); unknown keys
+        raise ``ValueError``."""
         if not isinstance(d, dict):
             raise ValueError(f"a TrainConfig dict is needed, got {type(d).__name__}")
         d = dict(d)
         model = d.pop("model", {})
         if isinstance(model, dict):
-            known = {f.name: f for f in dataclasses.fields(ModelConfig)}
-            unknown = sorted(set(model) - set(known))
-            if unknown:
-                raise ValueError(f"unknown model config key(s) {unknown}")
-            model = ModelConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}
-            )
+            model = ModelConfig.from_dict(model)
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown train config key(s) {unknown}")
         return cls(model=model, **d)
 
 
-#: Model keys added after runs were stored, with the value an older run used.
-_ADDED_MODEL_DEFAULTS = {
-    f"model.{f.name}": f.default
-    for f in dataclasses.fields(ModelConfig)
-    if f.name in ("mfn_input_scale", "mfn_alpha", "mfn_beta", "separable")
-}
-
-
-def _lists(value: Any) -> Any:
-    """``value`` with its (nested) tuples as lists, the form JSON gives back."""
-    return [_lists(v) for v in value] if isinstance(value, tuple) else value
+def upgrade_config_dict(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored :meth:`TrainConfig.to_dict` (``config.json``) in today's form: the model's
+    kernel settings nested (:func:`~pgcnn_jax.models.upgrade_model_dict`) and the keys added
+    since with the values older runs used (one evaluation pass, no group options)."""
+    out = {"eval_samples": 1} | dict(stored)
+    model = {"group_options": []} | upgrade_model_dict(out.get("model", {}))
+    return out | {"model": model}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -255,15 +252,10 @@ def flat_config(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_differences(stored: dict[str, Any], current: TrainConfig) -> list[str]:
-    """Keys (``"lr"``, ``"model.width"``, ...) whose values differ between a stored
-    :meth:`TrainConfig.to_dict` and ``current``, ignoring :data:`RESUMABLE_KEYS`."""
-    # Configs stored before ``eval_samples`` existed evaluated with one pass; those stored before
-    # the separable / MFN model keys or ``model.group_options`` existed used their defaults.
-    a, b = _flatten({"eval_samples": 1} | stored), _flatten(current.to_dict())
-    a = _ADDED_MODEL_DEFAULTS | a
-    a.setdefault("model.group_options", [])
-    # separable runs stored before ``separable_init`` existed initialised their factors plainly
-    a.setdefault("model.separable_init", "plain" if a.get("model.separable") else "matched")
+    """Keys (``"lr"``, ``"model.width"``, ``"model.kernel.options.omega_0"``, ...) whose
+    values differ between a stored :meth:`TrainConfig.to_dict` (today's or an older form:
+    :func:`upgrade_config_dict`) and ``current``, ignoring :data:`RESUMABLE_KEYS`."""
+    a, b = _flatten(upgrade_config_dict(stored)), _flatten(current.to_dict())
     return sorted(
         k for k in set(a) | set(b) if k not in RESUMABLE_KEYS and a.get(k, None) != b.get(k, None)
     )
