@@ -21,7 +21,6 @@ from pgcnn_jax.groups._base import (
     TWO_PI,
     Distribution,
     DistributionSpec,
-    Group,
     SubsetSummary,
     host_sigmoid,
     register_group,
@@ -35,8 +34,7 @@ from pgcnn_jax.groups._sampling import (
 )
 from pgcnn_jax.groups._se2 import (
     QUARTER_TURNS,
-    angle_distance,
-    draw_rotations,
+    AngleAndCoordinate,
     rotation_axis,
     rotation_matrix,
 )
@@ -55,7 +53,7 @@ def mirror_layout(angles: jax.Array, mirror_sign: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class E2(Group):
+class E2(AngleAndCoordinate):
     """Rotations and reflections; partial layers learn the rotations as :class:`SE2` does (with
     the reference's signed count, REFERENCE 1.6 g) and ``mirror``, a straight-through
     Bernoulli with probability ``sigmoid(2 mirror)`` of including the mirrored copies."""
@@ -65,6 +63,8 @@ class E2(Group):
     label = "E(2)"
     rotates = True
     signed_ceil = True
+    #: elements are ``(angle, mirror)``; a lone angle means ``(angle, +1)``
+    lone_default = 1.0
 
     def check_num_elements(self, num_elements: int) -> int:
         n = super().check_num_elements(num_elements)
@@ -116,16 +116,6 @@ class E2(Group):
         g = jnp.asarray(g)
         return jnp.concatenate([g[..., :1] / math.pi - 1.0, g[..., 1:]], axis=-1)
 
-    def distance(self, a, b) -> jax.Array:
-        return angle_distance(a[..., 0], b[..., 0]) + jnp.abs(a[..., 1] - b[..., 1])
-
-    def as_element(self, element) -> jax.Array:
-        """``(angle, mirror)``; a lone angle means ``(angle, +1)``."""
-        e = jnp.asarray(element, jnp.float32).reshape(-1)
-        if e.shape == (1,):
-            e = jnp.concatenate([e, jnp.ones((1,))])
-        return super().as_element(e)
-
     def describe_element(self, element) -> str:
         r, m = np.asarray(element, np.float64).reshape(-1)[:2]
         return f"rotation {math.degrees(r):.1f} deg, mirror {m:+.0f}"
@@ -137,27 +127,12 @@ class E2(Group):
         angles = TWO_PI * jnp.arange(rot, dtype=jnp.float32) / rot
         return mirror_layout(angles, jnp.ones((rot,), jnp.float32))
 
-    def moves(self, num_elements: int) -> bool:
-        return self.num_rotations(num_elements) > 1
-
     def distribution(self, num_elements: int, sampling: str) -> Distribution:
         rotations = rotation_specs(self.num_rotations(num_elements), sampling)
         return Distribution((*rotations, DistributionSpec("mirror", relaxed=True)))
 
-    def sample(
-        self,
-        key,
-        num_elements,
-        *,
-        num_samples=1,
-        sampling="random",
-        partial=False,
-        params=None,
-        temperature=0.5,
-    ):
-        n, rot, angles, count, k_mirror, params = draw_rotations(
-            self, key, num_elements, num_samples, sampling, partial, params, temperature
-        )
+    def complete_sample(self, draw, num_samples, sampling, partial, temperature):
+        _, rot, angles, count, k_mirror, params = draw
         if partial:
             mirror = params.get("mirror")
             if mirror is None:

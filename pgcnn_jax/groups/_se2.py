@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -81,11 +82,59 @@ def draw_rotations(
     return n, rot, angles, count, k_extra, params
 
 
+class RotationGroup(Group):
+    """A group whose elements start with a rotation angle drawn by :func:`draw_rotations`:
+    it moves when it has more than one rotation, and its :meth:`sample` is that draw
+    finished by :meth:`complete_sample`."""
+
+    def moves(self, num_elements: int) -> bool:
+        return self.num_rotations(num_elements) > 1
+
+    def sample(
+        self,
+        key,
+        num_elements,
+        *,
+        num_samples=1,
+        sampling="random",
+        partial=False,
+        params=None,
+        temperature=0.5,
+    ):
+        draw = draw_rotations(
+            self, key, num_elements, num_samples, sampling, partial, params, temperature
+        )
+        return self.complete_sample(draw, num_samples, sampling, partial, temperature)
+
+    @abc.abstractmethod
+    def complete_sample(
+        self, draw: tuple, num_samples: int, sampling: str, partial: bool, temperature
+    ) -> tuple[jax.Array, jax.Array]:
+        """``(elements, mask)`` of :meth:`sample` from ``draw``, the tuple
+        :func:`draw_rotations` returns."""
+
+
+class AngleAndCoordinate(RotationGroup):
+    """A rotation group with elements ``(angle, c)``: the distance adds the angle's and
+    ``|c - c'|``; a lone angle given as an element means ``(angle, lone_default)``."""
+
+    lone_default = 0.0
+
+    def distance(self, a, b) -> jax.Array:
+        return angle_distance(a[..., 0], b[..., 0]) + jnp.abs(a[..., 1] - b[..., 1])
+
+    def as_element(self, element) -> jax.Array:
+        e = jnp.asarray(element, jnp.float32).reshape(-1)
+        if e.shape == (1,):
+            e = jnp.concatenate([e, jnp.full((1,), self.lone_default, jnp.float32)])
+        return super().as_element(e)
+
+
 QUARTER_TURNS = (math.pi / 2, math.pi, 3 * math.pi / 2)
 
 
 @dataclasses.dataclass(frozen=True)
-class SE2(Group):
+class SE2(RotationGroup):
     """Rotations by any angle, sampled on ``N`` slots; partial layers learn ``theta`` (random
     sampling: the uniform on ``[-pi theta, pi theta)``) or ``keep`` (deterministic sampling:
     one Bernoulli per non-identity grid rotation)."""
@@ -132,26 +181,11 @@ class SE2(Group):
         n = self.check_num_elements(num_elements)
         return (TWO_PI * jnp.arange(n, dtype=jnp.float32) / n)[:, None]
 
-    def moves(self, num_elements: int) -> bool:
-        return self.num_rotations(num_elements) > 1
-
     def distribution(self, num_elements: int, sampling: str) -> Distribution:
         return Distribution(rotation_specs(self.num_rotations(num_elements), sampling))
 
-    def sample(
-        self,
-        key,
-        num_elements,
-        *,
-        num_samples=1,
-        sampling="random",
-        partial=False,
-        params=None,
-        temperature=0.5,
-    ):
-        n, _, angles, count, _, _ = draw_rotations(
-            self, key, num_elements, num_samples, sampling, partial, params, temperature
-        )
+    def complete_sample(self, draw, num_samples, sampling, partial, temperature):
+        n, _, angles, count, _, _ = draw
         mask = jnp.broadcast_to((jnp.arange(n) < count)[None, :], (num_samples, n))
         return angles[..., None], mask.astype(jnp.float32)
 

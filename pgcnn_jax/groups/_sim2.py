@@ -42,7 +42,6 @@ from pgcnn_jax.groups._base import (
     TWO_PI,
     Distribution,
     DistributionSpec,
-    Group,
     SubsetSummary,
     register_group,
     wrap_angle,
@@ -54,15 +53,14 @@ from pgcnn_jax.groups._sampling import (
 )
 from pgcnn_jax.groups._se2 import (
     QUARTER_TURNS,
-    angle_distance,
-    draw_rotations,
+    AngleAndCoordinate,
     rotation_axis,
     rotation_matrix,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class Sim2(Group):
+class Sim2(AngleAndCoordinate):
     """Rotations and scalings ``b^j``, ``j = 0..S-1``; ``N`` slots = ``R`` rotations x ``S``
     scales (``get_group("sim2", num_scales=S, scale_base=b)``).
 
@@ -156,16 +154,6 @@ class Sim2(Group):
         """``b^(S - 1)``, the largest scale any sample holds."""
         return self.scale_base ** (self.num_scales - 1)
 
-    def distance(self, a, b) -> jax.Array:
-        return angle_distance(a[..., 0], b[..., 0]) + jnp.abs(a[..., 1] - b[..., 1])
-
-    def as_element(self, element) -> jax.Array:
-        """``(angle, log_scale)``; a lone angle means ``(angle, 0)``."""
-        e = jnp.asarray(element, jnp.float32).reshape(-1)
-        if e.shape == (1,):
-            e = jnp.concatenate([e, jnp.zeros((1,))])
-        return super().as_element(e)
-
     def describe_element(self, element) -> str:
         r, log_s = np.asarray(element, np.float64).reshape(-1)[:2]
         return f"rotation {math.degrees(r):.1f} deg, scale {math.exp(log_s):.4g}"
@@ -180,9 +168,6 @@ class Sim2(Group):
         angles = TWO_PI * k.astype(jnp.float32) / rot
         logs = j.astype(jnp.float32) * jnp.float32(math.log(self.scale_base))
         return jnp.stack([angles, logs], axis=-1)
-
-    def moves(self, num_elements: int) -> bool:
-        return self.num_rotations(num_elements) > 1
 
     def distribution(self, num_elements: int, sampling: str) -> Distribution:
         rotations = rotation_specs(self.num_rotations(num_elements), sampling)
@@ -212,22 +197,10 @@ class Sim2(Group):
             logs = jnp.broadcast_to(j * (log_b * num * w / n), (num_samples, num))
         return jnp.where(j < n, logs, 0.0), count
 
-    def sample(
-        self,
-        key,
-        num_elements,
-        *,
-        num_samples=1,
-        sampling="random",
-        partial=False,
-        params=None,
-        temperature=0.5,
-    ):
+    def complete_sample(self, draw, num_samples, sampling, partial, temperature):
         # The rotations are drawn as SE2 draws them from the same key; the scale offsets use
-        # the third key it returns (E2's mirror key).
-        n, rot, angles, r_count, k_scale, params = draw_rotations(
-            self, key, num_elements, num_samples, sampling, partial, params, temperature
-        )
+        # the third key it returns (E2's mirror key). Elements are ``(angle, log_scale)``.
+        n, rot, angles, r_count, k_scale, params = draw
         logs, s_count = self._log_scales(k_scale, num_samples, sampling, partial, params)
         i = jnp.arange(n)
         valid = i < r_count * s_count
