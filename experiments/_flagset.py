@@ -15,10 +15,11 @@ __all__ = ["HELP_ARGS", "parse_or_help", "parse_set", "print_error"]
 HELP_ARGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 
 
-def parse_or_help(fv: flags.FlagValues, argv: Sequence[str], doc: str | None) -> bool:
-    """Parses ``argv`` into ``fv``; returns ``False`` after printing ``doc`` and the flags'
-    help when ``argv`` asks for help (nothing parsed). Raises ``ValueError`` for positional
-    arguments and ``flags.Error`` for bad flags."""
+def parse_or_help(fv: flags.FlagValues, argv: Sequence[str] | None, doc: str | None) -> bool:
+    """Parses ``argv`` (``None``: ``sys.argv``) into ``fv``; returns ``False`` after printing
+    ``doc`` and the flags' help when ``argv`` asks for help (nothing parsed). Raises
+    ``ValueError`` for positional arguments and ``flags.Error`` for bad flags."""
+    argv = list(sys.argv if argv is None else argv)
     if any(a in HELP_ARGS for a in argv[1:]):
         print(doc)
         print(fv.get_help())

@@ -139,7 +139,6 @@ def _flag_values() -> flags.FlagValues:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (1 on bad input)."""
-    argv = list(sys.argv if argv is None else argv)
     fv = _flag_values()
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:

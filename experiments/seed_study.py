@@ -156,7 +156,6 @@ def _figure(rows: list[dict[str, Any]], path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (1 on bad input)."""
-    argv = list(sys.argv if argv is None else argv)
     fv = _flag_values()
     try:
         if not parse_or_help(fv, argv, __doc__):

@@ -245,7 +245,6 @@ def run_grid(
 
 def main(argv: Sequence[str] | None = None, *, execute=execute) -> int:
     """The command line; returns the exit status (1 on bad flags or failed runs)."""
-    argv = list(sys.argv if argv is None else argv)
     fv = _flag_values()
     try:
         if not parse_or_help(fv, argv, __doc__):
