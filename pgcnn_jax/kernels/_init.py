@@ -9,6 +9,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def check_sizes(**sizes: int | None) -> None:
+    """``ValueError`` naming the first size given (not ``None``) that is below 1."""
+    for name, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
 def uniform(bound: float):
     """An initialiser drawing ``U(-bound, bound)``."""
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.kernels._init import torch_linear, uniform
+from pgcnn_jax.kernels._init import check_sizes, torch_linear, uniform
 from pgcnn_jax.kernels._mfn_filters import _calibration_points, _FourierFilter, _GaborFilter
 from pgcnn_jax.kernels._registry import FactorInit, check_positive, register_kernel_net
 
@@ -44,12 +44,7 @@ MFN_KINDS = ("fourier", "gabor", "magnet")
 
 
 def _check_args(in_features: int, out_features: int, hidden: int, num_layers: int) -> None:
-    if in_features < 1:
-        raise ValueError(f"in_features must be >= 1, got {in_features}")
-    if out_features < 1:
-        raise ValueError(f"out_features must be >= 1, got {out_features}")
-    if hidden < 1:
-        raise ValueError(f"hidden must be >= 1, got {hidden}")
+    check_sizes(in_features=in_features, out_features=out_features, hidden=hidden)
     if num_layers < 1:
         raise ValueError(f"a multiplicative filter network needs num_layers >= 1, got {num_layers}")
 
@@ -57,11 +52,8 @@ def _check_args(in_features: int, out_features: int, hidden: int, num_layers: in
 def _fan_in(in_features: int, first_fan_in: int | None) -> int:
     """The fan-in of the filters' ``W`` bound: ``d_in``, or ``first_fan_in`` (a separable
     kernel's factors use the joint net's input size, keeping its spectrum)."""
-    if first_fan_in is None:
-        return in_features
-    if first_fan_in < 1:
-        raise ValueError(f"first_fan_in must be >= 1, got {first_fan_in}")
-    return first_fan_in
+    check_sizes(first_fan_in=first_fan_in)
+    return in_features if first_fan_in is None else first_fan_in
 
 
 def _check_gamma_args(alpha: float, beta: float) -> None:
@@ -73,7 +65,20 @@ def _check_gamma_args(alpha: float, beta: float) -> None:
 
 class _MFN(nnx.Module):
     """Shared body: ``L + 1`` filters (:meth:`_make_filter`), the hidden linears and the
-    output linear; ``filter_settings`` go to :meth:`_make_filter`."""
+    output linear; ``filter_settings`` go to :meth:`_make_filter`.
+
+    Args:
+        in_features: Input dimension ``d_in``.
+        out_features: Output dimension.
+        hidden: Hidden width ``H``.
+        num_layers: Number ``L >= 1`` of hidden linears (there are ``L + 1`` filters).
+        input_scale: Filter frequency scale (256 in the reference), divided by ``sqrt(L + 1)``.
+        first_fan_in, unit_output: see the module docstring.
+        rngs: Random streams; ``params`` is used.
+
+    Raises:
+        ValueError: If a size is < 1.
+    """
 
     def __init__(
         self,
@@ -141,19 +146,7 @@ class FourierNet(_MFN):
 
     ``g_l(x) = sin(W_l x + b_l)`` with ``W_l ~ U(+-1/sqrt(d_in)) * input_scale / sqrt(L + 1)``
     and ``b_l ~ U(-pi, pi)``; ``z_0 = g_0(x)``, ``z_l = g_l(x) * (W_l z_{l-1} + b_l)``,
-    output ``= linear(z_L)``.
-
-    Args:
-        in_features: Input dimension ``d_in``.
-        out_features: Output dimension.
-        hidden: Hidden width ``H``.
-        num_layers: Number ``L >= 1`` of hidden linears (there are ``L + 1`` filters).
-        input_scale: Filter frequency scale (256 in the reference), divided by ``sqrt(L + 1)``.
-        first_fan_in, unit_output: see the module docstring.
-        rngs: Random streams; ``params`` is used.
-
-    Raises:
-        ValueError: If a size is < 1.
+    output ``= linear(z_L)``. Arguments: see :class:`_MFN`.
     """
 
     def _make_filter(self, index, in_features, hidden, *, scale, fan_in, num_layers, rngs):
@@ -161,23 +154,22 @@ class FourierNet(_MFN):
 
 
 class _GaborMFN(_MFN):
-    """Shared filters of :class:`GaborNet` and :class:`MAGNet`: Gabor filters, isotropic
+    r"""Shared filters of :class:`GaborNet` and :class:`MAGNet`: Gabor filters, isotropic
     or not (:attr:`_ANISOTROPIC`), with the Gamma shape of filter ``l`` given by
-    :meth:`_gamma_shape`.
+    :meth:`_gamma_shape`:
 
-    Args:
-        in_features: Input dimension ``d_in``.
-        out_features: Output dimension.
-        hidden: Hidden width ``H``.
-        num_layers: Number ``L >= 1`` of hidden linears (there are ``L + 1`` filters).
-        input_scale: Filter frequency scale (256 in the reference), divided by ``sqrt(L + 1)``.
-        alpha: Gamma shape numerator (6 in the reference).
-        beta: Gamma rate (1 in the reference).
-        first_fan_in, unit_output: see the module docstring.
-        rngs: Random streams; ``params`` is used.
+    .. math::
 
-    Raises:
-        ValueError: If a size is < 1 or ``alpha``/``beta`` is not positive.
+        g_l(x)_h = \exp\Big(-\tfrac12 \sum_d \big(\gamma_{l,h,d} (x_d - \mu_{l,h,d})\big)^2
+        \Big) \sin(W_l x + b_l)_h,
+
+    (``gamma_{l,h,d} = gamma_{l,h}`` for all ``d`` when isotropic), ``mu ~ U(-1, 1)``,
+    ``W_l[h, d] = U(+-1/sqrt(d_in)) * input_scale / sqrt(L+1) * gamma_{l,h,d}``,
+    ``b_l ~ U(-pi, pi)``; ``gamma`` and ``mu`` are learnable.
+
+    Arguments: those of :class:`_MFN` and ``alpha``, the Gamma shape numerator (6 in the
+    reference), and ``beta``, the Gamma rate (1 in the reference); ``ValueError`` also for
+    an ``alpha`` or ``beta`` that is not positive.
     """
 
     _ANISOTROPIC = False
@@ -203,17 +195,10 @@ class _GaborMFN(_MFN):
 
 
 class GaborNet(_GaborMFN):
-    r"""Multiplicative filter network with isotropic Gabor filters (REFERENCE 2.5).
-
-    .. math::
-
-        g_l(x)_h = \exp\Big(-\tfrac12 \sum_d \big(\gamma_{l,h} (x_d - \mu_{l,h,d})\big)^2\Big)
-        \sin(W_l x + b_l)_h,
-
-    ``gamma_{l,h} ~ Gamma(shape alpha/(L+1), rate beta)`` (the same shape for every filter),
-    ``mu ~ U(-1, 1)``, ``W_l = U(+-1/sqrt(d_in)) * input_scale / sqrt(L+1) * gamma_{l,h}``,
-    ``b_l ~ U(-pi, pi)``; ``gamma`` and ``mu`` are learnable. Arguments: see
-    :class:`_GaborMFN`.
+    """Multiplicative filter network with isotropic Gabor filters (REFERENCE 2.5): one
+    envelope width ``gamma_{l,h}`` per filter unit, drawn from
+    ``Gamma(shape alpha/(L+1), rate beta)`` (the same shape for every filter). The filters and
+    the other draws: see :class:`_GaborMFN`, which lists the arguments too.
     """
 
     _ANISOTROPIC = False
@@ -224,18 +209,11 @@ class GaborNet(_GaborMFN):
 
 
 class MAGNet(_GaborMFN):
-    r"""Multiplicative Anisotropic Gabor Network (REFERENCE 2.5; ``steerable=False``).
-
-    .. math::
-
-        g_l(x)_h = \exp\Big(-\tfrac12 \sum_d \big(\gamma_{l,h,d} (x_d - \mu_{l,h,d})\big)^2
-        \Big) \sin(W_l x + b_l)_h,
-
-    ``gamma_{l,h,d} ~ Gamma(shape alpha/(l+1), rate beta)`` for filter ``l = 0..L`` (6, 3, 2,
-    1.5 for ``L = 3``), ``mu ~ U(-1, 1)``,
-    ``W_l[h, d] = U(+-1/sqrt(d_in)) * input_scale / sqrt(L+1) * gamma_{l,h,d}``,
-    ``b_l ~ U(-pi, pi)``; ``gamma`` and ``mu`` are learnable. Arguments: see
-    :class:`_GaborMFN`.
+    """Multiplicative Anisotropic Gabor Network (REFERENCE 2.5; ``steerable=False``): one
+    envelope width ``gamma_{l,h,d}`` per filter unit and input coordinate, drawn from
+    ``Gamma(shape alpha/(l+1), rate beta)`` for filter ``l = 0..L`` (6, 3, 2, 1.5 for
+    ``L = 3``). The filters and the other draws: see :class:`_GaborMFN`, which lists the
+    arguments too.
     """
 
     _ANISOTROPIC = True

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.kernels._init import torch_linear, uniform
+from pgcnn_jax.kernels._init import check_sizes, torch_linear, uniform
 from pgcnn_jax.kernels._registry import FactorInit, check_positive, register_kernel_net
 
 
@@ -69,10 +69,7 @@ class SIREN(nnx.Module):
             raise ValueError(f"a SIREN needs num_layers >= 2, got {num_layers}")
         if first_bias_inputs < 0:
             raise ValueError(f"first_bias_inputs must be >= 0, got {first_bias_inputs}")
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
-        if first_fan_in is not None and first_fan_in < 1:
-            raise ValueError(f"first_fan_in must be >= 1, got {first_fan_in}")
+        check_sizes(hidden=hidden, first_fan_in=first_fan_in)
         if not output_gain > 0:
             raise ValueError(f"output_gain must be > 0, got {output_gain}")
         self.omega_0 = float(omega_0)
