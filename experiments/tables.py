@@ -21,6 +21,7 @@ also defined by the training CLIs' global flags).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -167,30 +168,47 @@ def write(table: int, root: str, out: str | None = None, **kw: Any) -> tuple[str
 
 
 # ----------------------------------------------------------------------------- running
-def dry_run_lines(
-    table: int,
-    root: str,
-    *,
-    seeds: Sequence[int] = (0,),
-    shard: tuple[int, int] | None = None,
-    epochs: int | None = None,
-    max_steps: int | None = None,
-    data: Mapping[str, str] | None = None,
-    data_dir: str | None = None,
-) -> list[str]:
-    """A ``#`` header line, then ``STATUS  COMMAND  [# reason]`` per run."""
-    todo = runs(table, parse_seeds(seeds), shard)
-    total = len(grid(table)) * len(parse_seeds(seeds))
+@dataclasses.dataclass(frozen=True)
+class GridSelection:
+    """The runs of ``table`` (in the ``shard``, for the ``seeds``) under ``root``, with the
+    schedule and data overrides their commands get."""
+
+    table: int
+    root: str
+    seeds: Sequence[int] = (0,)
+    shard: tuple[int, int] | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    data: Mapping[str, str] | None = None
+    data_dir: str | None = None
+
+    def todo(self) -> list[tuple[Cell, int]]:
+        return runs(self.table, parse_seeds(self.seeds), self.shard)
+
+    def status(self, cell: Cell, seed: int):
+        return run_status(cell, seed, self.root, epochs=self.epochs, max_steps=self.max_steps)
+
+    def command_kw(self) -> dict[str, Any]:
+        return dict(
+            epochs=self.epochs, max_steps=self.max_steps, data=self.data, data_dir=self.data_dir
+        )
+
+
+def dry_run_lines(table: int, root: str, **selection: Any) -> list[str]:
+    """A ``#`` header line, then ``STATUS  COMMAND  [# reason]`` per run;
+    ``selection``: the other fields of :class:`GridSelection`."""
+    sel = GridSelection(table, root, **selection)
+    todo = sel.todo()
+    total = len(grid(table)) * len(parse_seeds(sel.seeds))
+    shard = sel.shard
     shard_text = f", shard {shard[0]}/{shard[1]}: {len(todo)} of {total}" if shard else ""
     lines = [
         f"# Table {table}: {total} runs{shard_text}; root {root}; "
-        f"{schedule_text(table, epochs, max_steps)}"
+        f"{schedule_text(table, sel.epochs, sel.max_steps)}"
     ]
     for cell, seed in todo:
-        st = run_status(cell, seed, root, epochs=epochs, max_steps=max_steps)
-        cmd = cell.command_text(
-            root, seed, epochs=epochs, max_steps=max_steps, data=data, data_dir=data_dir
-        )
+        st = sel.status(cell, seed)
+        cmd = cell.command_text(root, seed, **sel.command_kw())
         lines.append(f"{st.status:<7} {cmd}" + (f"  # {st.reason}" if st.reason else ""))
     return lines
 
@@ -206,31 +224,28 @@ def run_grid(
     table: int,
     root: str,
     *,
-    seeds: Sequence[int] = (0,),
-    shard: tuple[int, int] | None = None,
-    epochs: int | None = None,
-    max_steps: int | None = None,
-    data: Mapping[str, str] | None = None,
-    data_dir: str | None = None,
     execute: Callable[[Sequence[str]], int] = execute,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
+    **selection: Any,
 ) -> list[str]:
     """Trains every run of ``table`` (in the ``shard``) not done yet, one after another;
-    returns the failures (``"run id: why"``), continuing past each."""
-    todo = runs(table, parse_seeds(seeds), shard)
+    returns the failures (``"run id: why"``), continuing past each. ``selection``: the other
+    fields of :class:`GridSelection`."""
+    sel = GridSelection(table, root, **selection)
+    todo = sel.todo()
     failures = []
     for i, (cell, seed) in enumerate(todo, 1):
         kernel = f" kernel={cell.kernel}" if cell.kernel else ""
         head = f"[{i}/{len(todo)}] {cell.preset} N={cell.elems}{kernel} seed={seed}"
-        st = run_status(cell, seed, root, epochs=epochs, max_steps=max_steps)
+        st = sel.status(cell, seed)
         if st.status == DONE:
             log(f"{head}: done, skipped")
             continue
         log(f"{head}: {st.status}" + (f" ({st.reason})" if st.reason else ""))
-        kw = dict(epochs=epochs, max_steps=max_steps, data=data, data_dir=data_dir)
+        kw = sel.command_kw()
         log("  $ " + cell.command_text(root, seed, **kw))
         rc = execute(cell.command(root, seed, python=sys.executable, **kw))
-        after = run_status(cell, seed, root, epochs=epochs, max_steps=max_steps)
+        after = sel.status(cell, seed)
         failure = None
         if rc != 0:
             failure = f"{cell.run_id(seed)}: exit status {rc}"

@@ -19,9 +19,9 @@ import jax
 from flax import nnx
 
 from pgcnn_jax.models._common import (
+    BlockModel,
     apply_norm,
     changes_grid,
-    forward_blocks,
     group_conv_settings,
     init_stem,
     kernel_settings,
@@ -79,7 +79,7 @@ class ResBlock(nnx.Module):
         return relu(y)
 
 
-class CKResNet(nnx.Module):
+class CKResNet(BlockModel):
     """Residual (partial) G-CNN with continuous kernels (REFERENCE 4.1, Tables 1-4).
 
     ``__call__(x [B, H, W, C_in], *, rngs) -> logits [B, num_classes]``; ``rngs`` carries a
@@ -130,16 +130,7 @@ class CKResNet(nnx.Module):
             out.append(("final_conv", self.final_conv))
         return out
 
-    def __call__(
-        self,
-        x: jax.typing.ArrayLike,
-        *,
-        rngs: nnx.Rngs | None = None,
-        batch_mask: jax.Array | None = None,
-    ) -> jax.Array:
-        """Logits ``[B, num_classes]``. ``batch_mask`` (``[B]``, optional) excludes rows from
-        normalisation statistics (used by the Augerino wrapper for its padding copies)."""
-        h = forward_blocks(self, x, rngs=rngs, batch_mask=batch_mask, name="CKResNet")
+    def readout(self, h, x, *, rngs, batch_mask) -> jax.Array:
         # the rendered size: larger than kernel_size for scaling groups
         k = rendered_kernel_size(
             self.final_conv.group, self.config.num_elements, self.config.kernel_size

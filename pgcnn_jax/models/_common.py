@@ -190,16 +190,31 @@ def init_stem(model: nnx.Module, config: ModelConfig, in_features: int, num_clas
     return widths, pools
 
 
-def forward_blocks(
-    model: nnx.Module, x, *, rngs: nnx.Rngs | None, batch_mask: jax.Array | None, name: str
-) -> GroupFeatures:
-    """``x [B, H, W, C_in]`` through the stem of :func:`init_stem` (lift, norm, optional
-    pool, ReLU) and ``model.blocks``."""
-    x = check_images(x, model.in_features, name)
-    h = apply_norm(model.stem_norm, model.lift(x, rngs=rngs), batch_mask)
-    if model.stem_pool:
-        h = spatial_max_pool(h)
-    h = relu(h)
-    for block in model.blocks:
-        h = block(h, rngs=rngs, batch_mask=batch_mask)
-    return h
+class BlockModel(nnx.Module):
+    """A classifier made of the stem of :func:`init_stem` (lift, norm, optional pool, ReLU),
+    ``self.blocks`` and a head (:meth:`readout`)."""
+
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        rngs: nnx.Rngs | None = None,
+        batch_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """Logits ``[B, num_classes]`` of ``x [B, H, W, C_in]``. ``batch_mask`` (``[B]``,
+        optional) excludes rows from normalisation statistics (used by the Augerino wrapper
+        for its padding copies)."""
+        x = check_images(x, self.in_features, type(self).__name__)
+        h = apply_norm(self.stem_norm, self.lift(x, rngs=rngs), batch_mask)
+        if self.stem_pool:
+            h = spatial_max_pool(h)
+        h = relu(h)
+        for block in self.blocks:
+            h = block(h, rngs=rngs, batch_mask=batch_mask)
+        return self.readout(h, x, rngs=rngs, batch_mask=batch_mask)
+
+    def readout(
+        self, h: GroupFeatures, x: jax.Array, *, rngs: nnx.Rngs | None, batch_mask
+    ) -> jax.Array:
+        """Logits from the last block's features ``h`` (``x``: the checked input images)."""
+        raise NotImplementedError

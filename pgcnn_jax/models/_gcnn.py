@@ -20,9 +20,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pgcnn_jax.models._common import (
+    BlockModel,
     apply_norm,
     check_block_indices,
-    forward_blocks,
     group_conv_settings,
     init_stem,
     make_norm,
@@ -62,7 +62,7 @@ class GCNNBlock(nnx.Module):
         return h.replace_values(self.dropout(h.values, rngs=rngs))
 
 
-class GCNN(nnx.Module):
+class GCNN(BlockModel):
     """Plain stack of (partial) group convolutions (REFERENCE 4.3, Table 5).
 
     ``__call__(x [B, H, W, C_in], *, rngs) -> logits [B, num_classes]``; ``rngs`` carries a
@@ -87,15 +87,6 @@ class GCNN(nnx.Module):
         """The group convs in registration order: ``block1.conv, ..., blockK.conv``."""
         return [(f"block{i + 1}.conv", block.conv) for i, block in enumerate(self.blocks)]
 
-    def __call__(
-        self,
-        x: jax.typing.ArrayLike,
-        *,
-        rngs: nnx.Rngs | None = None,
-        batch_mask: jax.Array | None = None,
-    ) -> jax.Array:
-        """Logits ``[B, num_classes]``. ``batch_mask`` (``[B]``, optional) excludes rows from
-        normalisation statistics (used by the Augerino wrapper for its padding copies)."""
-        h = forward_blocks(self, x, rngs=rngs, batch_mask=batch_mask, name="GCNN")
+    def readout(self, h, x, *, rngs, batch_mask) -> jax.Array:
         pooled = jnp.mean(group_mean_pool(h), axis=(1, 2))  # masked mean over (N, H, W)
         return self.classifier(pooled)
