@@ -221,7 +221,7 @@ def test_training_loop_adaptive_equals_masked(tmp_path):
 
     from pgcnn_jax.train import TrainConfig, train_and_evaluate
 
-    data = write_mnist_npz(tmp_path / "mnist.npz")
+    data = write_mnist_npz(tmp_path / "mnist.npz", num_train_sixes=4)  # 2 steps an epoch
     base = TrainConfig(
         dataset="mnist6_180", data=data, model=TINY, epochs=2, batch_size=4, lr=1e-2,
         lr_probs=0.2, scheduler="constant",

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,18 +58,27 @@ def sampling_noise_ratio(model: nnx.Module, images: jax.Array, keys: jax.Array) 
     """Variance of the logit difference ``logits[:, 1] - logits[:, 0]`` across the sampling
     ``keys`` (mean over images) over its variance across ``images`` (of the mean over keys), in
     eval mode. ``images [B, H, W, C]`` (``B >= 2``), ``keys [K]`` (``K >= 2``)."""
-    from pgcnn_jax.train import step_rngs  # the model call convention of the trainer
-
     if images.shape[0] < 2 or keys.shape[0] < 2:
         raise ValueError(
             f"need >= 2 images and >= 2 keys, got images {images.shape}, keys {keys.shape}"
         )
     model.eval()
+    graphdef, state = nnx.split(model)
     diffs = []
     for key in keys:
-        logits = np.asarray(model(images, rngs=step_rngs(key)), np.float64)
+        logits = np.asarray(_eval_logits(graphdef, state, images, key), np.float64)
         if logits.shape[-1] < 2:
             raise ValueError(f"need >= 2 classes, got logits of shape {logits.shape}")
         diffs.append(logits[:, 1] - logits[:, 0])
     d = np.stack(diffs)  # [K, B]
     return float(np.mean(np.var(d, axis=0)) / np.var(np.mean(d, axis=0)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _eval_logits(graphdef, state, images, key):
+    """The logits of the eval-mode model ``(graphdef, state)`` on ``images`` for the sampling
+    ``key``, compiled once per model structure (models that differ only in their weights share
+    it)."""
+    from pgcnn_jax.train import step_rngs  # the model call convention of the trainer
+
+    return nnx.merge(graphdef, state)(images, rngs=step_rngs(key))
