@@ -144,10 +144,10 @@ add_preset(
     "Fourier kernel, 20 channels, LayerNorm: not matched to the partial run (REFERENCE 7 d.3)",
 )
 _MIRROR = dict(group="mirror", **get_group("mirror").implied_settings().as_dict())
+_MNIST6_180_SOURCE = ", dataset MNIST6-180 (Table 1 E(2) rows)"
 _MIRROR_SOURCE = "derived from row {} with the Mirroring group (N = 2, deterministic)"
 for _kind, _row, _paper_acc, _kw in (("partial", 3, "100.0", {}), ("full", 4, "50.0", FULL)):
-    for _ds in ("mnist6_m", "mnist6_180"):
-        derived = "" if _ds == "mnist6_m" else ", dataset MNIST6-180 (Table 1 E(2) rows)"
+    for _ds, derived in (("mnist6_m", ""), ("mnist6_180", _MNIST6_180_SOURCE)):
         add_preset(
             f"{_ds}-e2-{_kind}",
             _mnist6(_ds, _ckresnet(group="e2", **_kw, **_MAGNET, **_TWO_BLOCKS)),
