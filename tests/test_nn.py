@@ -113,25 +113,15 @@ def test_e2_partial_layer(key):
 
 
 def test_deterministic_partial_has_keep_params():
-    conv = pg.nn.GroupConv(
-        2,
-        2,
-        group="se2",
-        num_elements=8,
-        sampling="deterministic",
-        partial=True,
-        rngs=nnx.Rngs(0),
-    )
-    assert conv.keep.shape == (7,) and conv.distribution_names == ("keep",)
-    conv = pg.nn.GroupConv(
-        2,
-        2,
-        group="e2",
-        num_elements=8,
-        sampling="deterministic",
-        partial=True,
-        rngs=nnx.Rngs(0),
-    )
+    def conv(group):
+        return pg.nn.GroupConv(
+            2, 2, group=group, num_elements=8, sampling="deterministic", partial=True,
+            rngs=nnx.Rngs(0),
+        )  # fmt: skip
+
+    se2 = conv("se2")
+    assert se2.keep.shape == (7,) and se2.distribution_names == ("keep",)
+    conv = conv("e2")
     assert conv.keep.shape == (3,) and conv.mirror.shape == ()
     full = pg.nn.GroupConv(2, 2, group="se2", num_elements=8, rngs=nnx.Rngs(0))
     assert not nnx.state(full, pg.nn.DistributionParam)

@@ -24,24 +24,13 @@ LOG2 = math.log(2.0)
 def test_rot90_equivariance_permutes_within_each_scale(key):
     g = get_group("sim2", num_scales=3)
     n = 12  # 4 rotations x 3 scales
-    lift = pg.nn.LiftingConv(
-        2,
-        3,
-        group=g,
-        num_elements=n,
-        kernel_size=3,
-        sampling="deterministic",
-        kernel=KernelSpec(hidden=8),
-        rngs=nnx.Rngs(0),
-    )
+    spec = KernelSpec(hidden=8)
+    settings = dict(group=g, num_elements=n, kernel_size=3, sampling="deterministic", kernel=spec)
+    lift = pg.nn.LiftingConv(2, 3, **settings, rngs=nnx.Rngs(0))
     conv = pg.nn.GroupConv(
         3,
         2,
-        group=g,
-        num_elements=n,
-        kernel_size=3,
-        sampling="deterministic",
-        kernel=KernelSpec(hidden=8),
+        **settings,
         rngs=nnx.Rngs(1),
     )
 

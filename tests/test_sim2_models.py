@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import TINY
 from flax import nnx
 
 import pgcnn_jax as pg
@@ -51,16 +52,8 @@ def test_model_config_group_options_round_trip():
 
 
 def test_ckresnet_sim2_partial_trains(key):
-    model_config = ModelConfig(
-        group="sim2",
-        group_options=(("num_scales", 2), ("scale_base", 2.0)),
-        num_elements=4,
-        width=4,
-        kernel_hidden=8,
-        kernel_size=3,
-        num_blocks=1,
-        block_width_factors=(1.0, 1),
-        pool_blocks=(1,),
+    model_config = TINY.replace(
+        group="sim2", group_options=(("num_scales", 2), ("scale_base", 2.0))
     )
     config = TrainConfig(
         dataset="mnist6_180",

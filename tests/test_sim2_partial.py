@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import TINY
 from flax import nnx
 
 import pgcnn_jax as pg
 from pgcnn_jax.groups import get_group
 from pgcnn_jax.kernels import KernelSpec
-from pgcnn_jax.models import ModelConfig, build_model, kernel_norm_penalty
+from pgcnn_jax.models import build_model, kernel_norm_penalty
 
 LOG2 = math.log(2.0)
 
@@ -83,16 +84,13 @@ def test_gradients_reach_theta_and_the_scale_width(key):
 
 
 def test_adaptive_equals_masked(key):
-    config = ModelConfig(
+    config = TINY.replace(
         group="sim2",
         group_options={"num_scales": 2},
         num_elements=8,
         width=2,
         kernel_hidden=4,
-        kernel_size=3,
-        num_blocks=1,
         block_width_factors=(2.0, 1),
-        pool_blocks=(1,),
     )
     masked = build_model(config, num_classes=3, in_features=2, rngs=nnx.Rngs(0))
     for (_, layer), theta, width in zip(
