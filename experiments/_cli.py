@@ -23,7 +23,7 @@ from typing import Any
 import jax
 from absl import flags, logging
 
-from experiments._flagset import print_error
+from experiments._flagset import parse_set, print_error
 from experiments.configs import CLI_OF_DATASET, PRESETS, check_available, with_overrides
 from pgcnn_jax.data import describe_source
 from pgcnn_jax.groups import GROUP_NAMES, get_group
@@ -144,20 +144,29 @@ def _variant(
     model: str, group: str, partial: bool, head: str | None, separable: bool = False
 ) -> str:
     """Preset suffix of an architecture choice (see experiments/configs.py); ``-sep`` ends a
-    separable one (presets: ``<group>-partial-sep``)."""
+    separable one (presets: ``<group>-partial-sep``). A trivial group (only the identity, e.g.
+    ``t2``) has no partial / full variants: its presets are named after the group alone."""
     kind = "partial" if partial else "full"
+    trivial = get_group(group).trivial
     if model in ("gcnn", "augerino_gcnn"):
-        if group == "t2":
-            variant = "gcnn-t2"
+        if trivial:
+            variant = f"gcnn-{group}"
         else:
             variant = f"gcnn-{group}-{'augerino' if model == 'augerino_gcnn' else kind}"
-    elif group == "t2":
-        variant = "t2"
+    elif trivial:
+        variant = group
     elif model == "augerino_ckresnet":
         variant = f"{group}-augerino"
     else:
         variant = f"{group}-" + {"mlp": "mlp", "t2": "t2head"}.get(head or "pool", kind)
     return f"{variant}-sep" if separable else variant
+
+
+def _stand_in_groups() -> tuple[str, ...]:
+    """The groups whose presets stand in for a group without one of the asked architecture
+    (the same layout with that group's name replaced): every registered group that is not
+    trivial, in :data:`GROUP_NAMES` order."""
+    return tuple(g for g in GROUP_NAMES if not get_group(g).trivial)
 
 
 # The group a CLI run takes without --group: SE2, but E2 for MNIST6-M (a mirror task).
@@ -170,7 +179,8 @@ def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
     group = _GROUP.value or _DEFAULT_GROUP.get(dataset, "se2")
     partial = FLAGS.partial
     if not FLAGS["partial"].present:
-        partial = get_group(group).implied_settings().get("partial", partial)
+        implied = get_group(group).implied_settings().partial
+        partial = partial if implied is None else implied
     separable = bool(_SEPARABLE.value)
     variant = _variant(_MODEL.value or "ckresnet", group, partial, _HEAD.value, separable)
     variants = [variant]
@@ -178,7 +188,7 @@ def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
         variants.append(variant.removesuffix("-sep"))
     candidates = [f"{dataset}-{v}" for v in variants]
     for v in variants:
-        for g in ("se2", "e2"):  # the same architecture with another group, replaced below
+        for g in _stand_in_groups():  # the same architecture with another group
             candidates.append(f"{dataset}-{v.replace(f'{group}-', f'{g}-', 1)}")
     candidates.append(f"{dataset}-{_DEFAULT_GROUP.get(dataset, 'se2')}-partial")
     for name in candidates:
@@ -187,20 +197,6 @@ def derive_preset(dataset: str, notes: list[str] | None = None) -> str:
                 say(f"no preset {candidates[0]!r}: starting from {name!r} with the flags", notes)
             return name
     raise ValueError(f"no preset for dataset {dataset!r}")
-
-
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = tuple(value) if isinstance(value, list) else value
-    return out
 
 
 def resolve(
@@ -247,10 +243,10 @@ def resolve(
         if flag.value is not None:
             overrides[field] = flag.value
     overrides.update(extra)
-    overrides.update(_parse_set(FLAGS.set))
+    overrides.update(parse_set(FLAGS.set))
     config = with_overrides(base, **overrides)
     check_devices(config.devices, config.batch_size)  # more than there are: say so now
-    implied = get_group(_GROUP.value).implied_settings() if _GROUP.value else {}
+    implied = get_group(_GROUP.value).implied_settings().as_dict() if _GROUP.value else {}
     if implied:
         fixed = ", ".join(f"{k}={v}" for k, v in implied.items())
         say(f"group {_GROUP.value} implies {fixed}", notes)

@@ -162,11 +162,12 @@ def _n_prime(layer: dict[str, Any]) -> int:
     """Elements the layer uses: the product of the counts kept on its group's axes
     (rotations, doubled when mirrors are kept with probability >= 1/2, times the scales kept,
     ...)."""
-    axes = layer.get("axes") or {}
-    if axes:
-        return int(np.prod([axis["kept"] for axis in axes.values()]))
-    mirror = layer["mirror_prob"]
-    return layer["num_rotations"] * (2 if mirror is not None and mirror >= 0.5 else 1)
+    return int(np.prod([axis["kept"] for axis in layer["axes"].values()]))
+
+
+def _axis(layer: dict[str, Any], axis: str, key: str) -> Any:
+    """``key`` of the layer's ``axis`` (``None`` when its group lacks the axis)."""
+    return layer["axes"].get(axis, {}).get(key)
 
 
 def _extra_axes(entries) -> list[str]:
@@ -175,7 +176,7 @@ def _extra_axes(entries) -> list[str]:
     names: list[str] = []
     for entry in entries:
         for layer in entry["layers"]:
-            for name in layer.get("axes") or {}:
+            for name in layer["axes"]:
                 if name not in ("rotation", "mirror") and name not in names:
                     names.append(name)
     return names
@@ -194,7 +195,9 @@ def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
         )
     record = {"figure": "subsets", "date": _now(), "runs": entries}
 
-    mirrors = any(layer["mirror_prob"] is not None for e in entries for layer in e["layers"])
+    mirrors = any(
+        _axis(layer, "mirror", "width") is not None for e in entries for layer in e["layers"]
+    )
     extra = _extra_axes(entries)
     rows = max(len(e["layers"]) for e in entries)
     columns = 1 + int(mirrors) + len(extra)
@@ -205,9 +208,10 @@ def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
         ys = np.arange(len(layers))[::-1]
         ax = row[0]
         for y, layer in zip(ys, layers, strict=True):
-            if layer["interval_deg"] is None:
+            interval = _axis(layer, "rotation", "interval_deg")
+            if interval is None:
                 continue
-            lo, hi = (float(np.clip(v, -180.0, 180.0)) for v in layer["interval_deg"])
+            lo, hi = (float(np.clip(v, -180.0, 180.0)) for v in interval)
             ax.barh(y, hi - lo, left=lo, color="C0" if layer["partial"] else "0.6")
         ticks = [f"{layer['name']} (N'={layer['n_prime']})" for layer in layers]
         ax.set_yticks(ys, ticks, fontsize="small")
@@ -217,7 +221,7 @@ def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
         ax.set_title(entry["label"], fontsize="medium")
         if mirrors:
             ax = row[1]
-            probs = [layer["mirror_prob"] for layer in layers]
+            probs = [_axis(layer, "mirror", "width") for layer in layers]
             if all(p is None for p in probs):
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, "no mirrors", ha="center", va="center", transform=ax.transAxes)
@@ -227,7 +231,7 @@ def figure_subsets(runs, models, configs, *, seed) -> tuple[Any, dict]:
                 ax.set_xlim(0, 1)
                 ax.set_xlabel("mirror probability")
         for ax, name in zip(row[1 + int(mirrors) :], extra, strict=True):
-            kept = [(layer.get("axes") or {}).get(name) for layer in layers]
+            kept = [layer["axes"].get(name) for layer in layers]
             if all(k is None for k in kept):
                 ax.set_axis_off()
                 ax.text(

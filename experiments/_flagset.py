@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from absl import flags
 
-__all__ = ["HELP_ARGS", "print_error", "parse_or_help"]
+__all__ = ["HELP_ARGS", "parse_or_help", "parse_set", "print_error"]
 
 HELP_ARGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 
@@ -30,3 +32,19 @@ def parse_or_help(fv: flags.FlagValues, argv: Sequence[str], doc: str | None) ->
 def print_error(err: BaseException) -> None:
     """``error: <message on one line>`` on stderr."""
     print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set`` values ``["KEY=JSON", ...]`` -> overrides (JSON lists become tuples; a value
+    that is not JSON stays a string); ``ValueError`` for an item without ``KEY=``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out

@@ -77,3 +77,11 @@ GCNN_ROWS = {
     "cifar10": {"t2": 23, "se2-partial": 24, "se2-full": 25, "se2-augerino": 26},
     "cifar100": {"t2": 34, "se2-partial": 35, "se2-full": 36, "se2-augerino": 37},
 }
+
+
+def paper_numbers(numbers: dict[int, float], table: str) -> str:
+    """The paper's accuracies of a preset by ``N`` (``"N=8: 98.64 (Table 2)"``), or
+    ``"- (not in the paper)"``."""
+    if not numbers:
+        return "- (not in the paper)"
+    return ", ".join(f"N={n}: {acc:.2f}" for n, acc in sorted(numbers.items())) + f" ({table})"

@@ -34,11 +34,11 @@ import jax
 from absl import flags
 from flax import nnx
 
-from experiments.bench import _peak_mb
+from experiments._bench_step import peak_mb, split_step
 from experiments.configs import get_preset
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.nn import GroupConv, LiftingConv, PointwiseGroupConv
-from pgcnn_jax.train import Objective, create_model, create_optimizer, train_step
+from pgcnn_jax.train import create_model
 
 VARIANTS = ("shared", "batched", "chunked")
 
@@ -62,16 +62,7 @@ def _compiled(preset: str, variant: str, batch: int, seed: int):
         for _, node in nnx.iter_graph(model):
             if isinstance(node, LiftingConv | GroupConv | PointwiseGroupConv):
                 node.per_example_render = "batched"
-    model.train()
-    optimizer = create_optimizer(config, model)
-    graphdef, state = nnx.split((model, optimizer))
-    kw = dict(objective=Objective.of(config))
-
-    def step(state, batch, key):
-        model, optimizer = nnx.merge(graphdef, state)
-        out = train_step(model, optimizer, batch, key, **kw)
-        return nnx.state((model, optimizer)), out
-
+    step, state = split_step(model, config)
     spec = get_spec(config.dataset)
     k_img, k_lab = jax.random.split(jax.random.key(seed))
     data = {
@@ -108,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         temp = "na" if mem is None else f"{mem.temp_size_in_bytes / 2**20:.0f}"
         print(
             f"per_example {v} batch={fv.batch} ms_per_step={statistics.median(t):.1f} "
-            f"min={min(t):.1f} max={max(t):.1f} peak_mem_mb={_peak_mb(compiled):.0f} "
+            f"min={min(t):.1f} max={max(t):.1f} peak_mem_mb={peak_mb(compiled):.0f} "
             f"temp_mb={temp} compile_s={compile_s:.1f}",
             flush=True,
         )

@@ -22,13 +22,23 @@ Every preset states its command and the paper's number: ``PRESETS[name].doc``. O
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
-from experiments._paper import CK_PAPER, CK_ROWS, GCNN_PAPER, GCNN_ROWS
+from experiments._paper import CK_PAPER, CK_ROWS, GCNN_PAPER, GCNN_ROWS, paper_numbers
+from experiments._preset import (
+    CLI_OF_DATASET,
+    PRESETS,
+    UNAVAILABLE_PRESETS,
+    Preset,
+    add_preset,
+    check_available,
+    get_preset,
+    preset_names,
+    with_overrides,
+)
 from pgcnn_jax.groups import GROUP_NAMES, get_group
 from pgcnn_jax.kernels import KernelSpec
-from pgcnn_jax.models import FLAT_KERNEL_KEYS, ModelConfig
+from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import TrainConfig
 
 __all__ = [
@@ -42,69 +52,27 @@ __all__ = [
     "with_overrides",
 ]
 
-CLI_OF_DATASET = {
-    "mnist6_180": "mnist6",
-    "mnist6_m": "mnist6",
-    "rotmnist": "rotmnist",
-    "cifar10": "cifar",
-    "cifar100": "cifar",
-    "pcam": "pcam",
-    "mnist_scale": "mnist_scale",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """A named run: its config, where it comes from and what the paper reports.
-
-    Attributes:
-      name: preset name.
-      config: the :class:`TrainConfig`.
-      source: REFERENCE 7 row(s) or how it is derived.
-      paper: the paper's test accuracy (%) for this run, with the table; ``"-"`` if none.
-      notes: deviations and caveats.
-    """
-
-    name: str
-    config: TrainConfig
-    source: str
-    paper: str
-    notes: str = ""
-
-    @property
-    def command(self) -> str:
-        cli = CLI_OF_DATASET[self.config.dataset]
-        cmd = f"python -m experiments.{cli} --preset={self.name}"
-        if get_group(self.config.model.group).fixed_num_elements is None:
-            cmd += f" --elems={self.config.model.num_elements}"
-        return cmd
-
-    @property
-    def doc(self) -> str:
-        lines = [f"{self.name}: {self.source}.", f"  command: {self.command}"]
-        lines.append(f"  paper:   {self.paper}")
-        if self.notes:
-            lines.append(f"  notes:   {self.notes}")
-        return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------- models
+_MODEL_BASE = dict(
+    group="se2",
+    num_elements=8,
+    partial=True,
+    sampling="random",
+    sample_per_layer=True,
+    norm="batch",
+)
+
+
 def _ckresnet(**kw: Any) -> ModelConfig:
     """CKResNet of the benchmark rows: SIREN (32, 7x7, omega_0 10), widths 32 -> 64, BN."""
-    base = dict(
+    base = _MODEL_BASE | dict(
         model="ckresnet",
-        group="se2",
-        num_elements=8,
-        partial=True,
-        sampling="random",
-        sample_per_layer=True,
         kernel=KernelSpec("siren", hidden=32),
         kernel_size=7,
         width=32,
         num_blocks=2,
         block_width_factors=(1.0, 1, 2.0, 1),
         pool_blocks=(1, 2),
-        norm="batch",
         dropout=0.0,
     )
     return ModelConfig(**(base | kw))
@@ -112,39 +80,24 @@ def _ckresnet(**kw: Any) -> ModelConfig:
 
 def _gcnn(**kw: Any) -> ModelConfig:
     """13-layer GCNN of Table 5: SIREN (8, 3x3), widths 128, 256 x 7, pools after 2 and 5."""
-    base = dict(
+    base = _MODEL_BASE | dict(
         model="gcnn",
-        group="se2",
-        num_elements=8,
-        partial=True,
-        sampling="random",
-        sample_per_layer=True,
         kernel=KernelSpec("siren", hidden=8),
         kernel_size=3,
         width=128,
         num_blocks=8,
         block_width_factors=(1.0, 1, 2.0, 7),
         pool_blocks=(2, 5),
-        norm="batch",
         dropout=0.3,
         dropout_blocks=(2, 5, 8),
     )
     return ModelConfig(**(base | kw))
 
 
-T2 = dict(
-    group="t2", num_elements=1, partial=False, sampling="deterministic", sample_per_layer=False
-)
+#: a T(2) CNN: the group and the settings it implies (one element, deterministic, full)
+T2 = dict(group="t2", **get_group("t2").implied_settings().as_dict())
 FULL = dict(partial=False)
 AUGERINO = dict(partial=False, sample_per_layer=False)
-
-PRESETS: dict[str, Preset] = {}
-
-
-def _add(name: str, config: TrainConfig, source: str, paper: str, notes: str = "") -> None:
-    if name in PRESETS:
-        raise RuntimeError(f"duplicate preset {name!r}")
-    PRESETS[name] = Preset(name, config, source, paper, notes)
 
 
 # ------------------------------------------------------------------------------- MNIST6
@@ -163,7 +116,7 @@ def _mnist6(dataset: str, model: ModelConfig, lr_probs: float = 0.0) -> TrainCon
 
 _MAGNET = dict(kernel=KernelSpec("magnet", hidden=32), kernel_size=7, width=10)
 _TWO_BLOCKS = dict(block_width_factors=(1.0, 2))
-_add(
+add_preset(
     "mnist6_180-se2-partial",
     _mnist6(
         "mnist6_180",
@@ -173,7 +126,7 @@ _add(
     "100.0 (Table 1)",
     "samples per batch element (sample_per_batch_element=True), as the released command",
 )
-_add(
+add_preset(
     "mnist6_180-se2-full",
     _mnist6(
         "mnist6_180",
@@ -190,35 +143,25 @@ _add(
     "50.0 (Table 1)",
     "Fourier kernel, 20 channels, LayerNorm: not matched to the partial run (REFERENCE 7 d.3)",
 )
-for _ds, derived in (("mnist6_m", ""), ("mnist6_180", ", dataset MNIST6-180 (Table 1 E(2) rows)")):
-    _add(
-        f"{_ds}-e2-partial",
-        _mnist6(_ds, _ckresnet(group="e2", **_MAGNET, **_TWO_BLOCKS)),
-        "REFERENCE 7 row 3" + derived,
-        "100.0 (Table 1)",
+_MIRROR = dict(group="mirror", **get_group("mirror").implied_settings().as_dict())
+_MIRROR_SOURCE = "derived from row {} with the Mirroring group (N = 2, deterministic)"
+for _kind, _row, _paper_acc, _kw in (("partial", 3, "100.0", {}), ("full", 4, "50.0", FULL)):
+    for _ds in ("mnist6_m", "mnist6_180"):
+        derived = "" if _ds == "mnist6_m" else ", dataset MNIST6-180 (Table 1 E(2) rows)"
+        add_preset(
+            f"{_ds}-e2-{_kind}",
+            _mnist6(_ds, _ckresnet(group="e2", **_kw, **_MAGNET, **_TWO_BLOCKS)),
+            f"REFERENCE 7 row {_row}" + derived,
+            f"{_paper_acc} (Table 1)",
+        )
+    add_preset(
+        f"mnist6_m-mirror-{_kind}",
+        _mnist6("mnist6_m", _ckresnet(**_kw, **_MIRROR, **_MAGNET, **_TWO_BLOCKS)),
+        _MIRROR_SOURCE.format(_row),
+        f"{_paper_acc} (Table 1)",
+        "the release has no Mirroring run (REFERENCE 7 d.4)",
     )
-    _add(
-        f"{_ds}-e2-full",
-        _mnist6(_ds, _ckresnet(group="e2", partial=False, **_MAGNET, **_TWO_BLOCKS)),
-        "REFERENCE 7 row 4" + derived,
-        "50.0 (Table 1)",
-    )
-_MIRROR = dict(group="mirror", num_elements=2, sampling="deterministic", sample_per_layer=False)
-_add(
-    "mnist6_m-mirror-partial",
-    _mnist6("mnist6_m", _ckresnet(**_MIRROR, **_MAGNET, **_TWO_BLOCKS)),
-    "derived from row 3 with the Mirroring group (N = 2, deterministic)",
-    "100.0 (Table 1)",
-    "the release has no Mirroring run (REFERENCE 7 d.4)",
-)
-_add(
-    "mnist6_m-mirror-full",
-    _mnist6("mnist6_m", _ckresnet(partial=False, **_MIRROR, **_MAGNET, **_TWO_BLOCKS)),
-    "derived from row 4 with the Mirroring group (N = 2, deterministic)",
-    "50.0 (Table 1)",
-    "the release has no Mirroring run (REFERENCE 7 d.4)",
-)
-_add(
+add_preset(
     "fig4",
     _mnist6(
         "mnist6_180",
@@ -238,26 +181,22 @@ _add(
 
 
 # ------------------------------------------------------------------------------- CKResNet
-def _paper(numbers: dict[int, float], table: str) -> str:
-    if not numbers:
-        return "- (not in the paper)"
-    return ", ".join(f"N={n}: {acc:.2f}" for n, acc in sorted(numbers.items())) + f" ({table})"
-
-
 class _CkData(NamedTuple):
     """What the CKResNet commands change per dataset (REFERENCE 7)."""
 
     epochs: int = 300
     weight_decay: float = 1e-4
-    # RotMNIST's: pooling after blocks 1 and 2, a 1x1 final map, SE2 partial runs with the
-    # monotonic loss instead of a separate lr_probs
+    # RotMNIST's: pooling after blocks 1 and 2, a 1x1 final map
     rotmnist_recipe: bool = False
+    # groups whose runs leave lr_probs = lr and add the monotonic loss (REFERENCE 7 d.7, d.9;
+    # inactive without partial layers, row 7)
+    monotonic_groups: tuple[str, ...] = ()
     # (variant, notes) pairs
     variant_notes: tuple[tuple[str, str], ...] = ()
 
 
 _CK_DATA = {
-    "rotmnist": _CkData(weight_decay=0.0, rotmnist_recipe=True),
+    "rotmnist": _CkData(weight_decay=0.0, rotmnist_recipe=True, monotonic_groups=("se2",)),
     "cifar10": _CkData(
         variant_notes=(
             (
@@ -298,16 +237,13 @@ def _ck_variant(dataset: str, variant: str) -> tuple[TrainConfig, str]:
     group, kind = variant.split("-")
     model_kw: dict[str, Any] = dict(group=group, **pool)
     train_kw: dict[str, Any] = {}
+    monotonic = group in _CK_DATA[dataset].monotonic_groups
     if kind == "partial":
-        # RotMNIST SE2 leaves lr_probs = lr and adds the monotonic loss (REFERENCE 7 d.7, d.9).
-        if rot and group == "se2":
-            train_kw["monotonic"] = 1e-3
-        else:
-            train_kw["lr_probs"] = 1e-4
+        train_kw = dict(monotonic=1e-3) if monotonic else dict(lr_probs=1e-4)
     elif kind in ("full", "mlp", "t2head"):
         model_kw.update(FULL)
-        if rot and group == "se2":
-            train_kw["monotonic"] = 1e-3  # inactive without partial layers (row 7)
+        if monotonic:
+            train_kw["monotonic"] = 1e-3
         if kind in ("mlp", "t2head"):
             # Table 4 uses N = 16; the release's commands (rows 18, 21, 32) use 8.
             model_kw.update(num_elements=16, head="t2" if kind == "t2head" else "mlp")
@@ -346,7 +282,7 @@ for _ds, _variants, _fixed_source in (
             _source = f"REFERENCE 7 row {_row}"
         _table = "Table 4" if _v.endswith(("mlp", "t2head")) else "Tables 2/3"
         _numbers = CK_PAPER.get(_ds, {}).get(_v, {})
-        _add(f"{_ds}-{_v}", _cfg, _source, _paper(_numbers, _table), _notes)
+        add_preset(f"{_ds}-{_v}", _cfg, _source, paper_numbers(_numbers, _table), _notes)
 
 # Separable variants of the partial CKResNets (issue 9): the same config, separable group convs.
 _SEP_SOURCE = (
@@ -357,7 +293,7 @@ _SEP_SOURCE = (
 for _ds in ("rotmnist", "cifar10"):
     for _g in ("se2", "e2"):
         _base = PRESETS[f"{_ds}-{_g}-partial"]
-        _add(
+        add_preset(
             f"{_ds}-{_g}-partial-sep",
             _base.config.replace(model=_base.config.model.replace(separable=True)),
             _SEP_SOURCE.format(base=_base.name),
@@ -387,91 +323,24 @@ _GCNN_SETTINGS = {
         "se2-augerino": (dict(model="augerino_gcnn", **AUGERINO), {}),
     },
 }
+_GCNN_TRAIN = dict(
+    epochs=205, batch_size=128, lr=1e-3, scheduler="cosine", warmup_epochs=5, weight_decay=0.0
+)
 for _ds, _variants in _GCNN_SETTINGS.items():
     for _v, (_mkw, _tkw) in _variants.items():
-        _cfg = TrainConfig(
-            **(
-                dict(
-                    dataset=_ds,
-                    model=_gcnn(**_mkw),
-                    epochs=205,
-                    batch_size=128,
-                    lr=1e-3,
-                    scheduler="cosine",
-                    warmup_epochs=5,
-                    weight_decay=0.0,
-                )
-                | _tkw
-            )
-        )
-        _add(
+        _cfg = TrainConfig(dataset=_ds, model=_gcnn(**_mkw), **(_GCNN_TRAIN | _tkw))
+        add_preset(
             f"{_ds}-gcnn-{_v}",
             _cfg,
             f"REFERENCE 7 row {GCNN_ROWS[_ds][_v]}",
-            _paper(GCNN_PAPER[_ds][_v], "Table 5; row assignment inferred, REFERENCE 8"),
+            paper_numbers(GCNN_PAPER[_ds][_v], "Table 5; row assignment inferred, REFERENCE 8"),
             "hyper-parameters differ inside the comparison as in the release (d.8)"
             if _v in ("t2", "se2-full")
             else "",
         )
 
 
-# ------------------------------------------------------------------------------- access
-def preset_names() -> list[str]:
-    return sorted(PRESETS)
-
-
-def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
-    """``config`` with :class:`TrainConfig` and :class:`ModelConfig` fields replaced.
-
-    ``model`` may be a :class:`ModelConfig` (replaces it) or a model name (``"gcnn"``).
-    ``group="t2"`` implies ``num_elements=1``, deterministic sampling, ``partial=False``
-    (and no per-layer sampling); ``group="mirror"`` implies ``num_elements=2`` and
-    deterministic sampling, unless those fields are given too.
-    """
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)} | set(FLAT_KERNEL_KEYS)
-    train_kw: dict[str, Any] = {}
-    model_kw: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key == "model" and isinstance(value, ModelConfig):
-            train_kw["model"] = value
-        elif key in model_fields:
-            model_kw[key] = value
-        elif key in train_fields:
-            train_kw[key] = value
-        else:
-            raise ValueError(f"unknown config field {key!r}")
-    implied = get_group(model_kw["group"]).implied_settings() if "group" in model_kw else {}
-    model_kw = implied | model_kw
-    model = train_kw.pop("model", config.model)
-    if model_kw:
-        model = model.replace(**model_kw)
-    return config.replace(model=model, **train_kw)
-
-
-def get_preset(name: str, **overrides: Any) -> TrainConfig:
-    """The config of preset ``name`` with ``overrides`` (see :func:`with_overrides`).
-
-    Raises:
-      ValueError: for an unknown name (listing the known ones) or invalid overrides.
-    """
-    if name not in PRESETS:
-        check_available(name)
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
-    return with_overrides(PRESETS[name].config, **overrides)
-
-
-def check_available(name: str) -> None:
-    """Raises ``ValueError`` saying why preset ``name`` is missing if it is one of
-    :data:`UNAVAILABLE_PRESETS` (a group it needs is not registered); else does nothing."""
-    if name in UNAVAILABLE_PRESETS:
-        raise ValueError(UNAVAILABLE_PRESETS[name])
-
-
 # ------------------------------------------------------------------------------- MNIST-scale
-UNAVAILABLE_PRESETS: dict[str, str] = {}
-"""Preset name -> why it is not in :data:`PRESETS` (a group it needs is not registered)."""
-
 _SESN = (
     "- (not in the paper); context from other models: SESN (Sosnovik et al., ICLR 2020) "
     "reports about 1.68 % test error on MNIST-scale, its CNN baseline about 2.0 %"
@@ -517,7 +386,7 @@ for _v, (_base, _mkw, _detail) in _MNIST_SCALE_VARIANTS.items():
             f"pgcnn_jax.groups (registered: {', '.join(GROUP_NAMES)})"
         )
         continue
-    _add(
+    add_preset(
         _name,
         with_overrides(PRESETS[f"rotmnist-{_base}"].config, dataset="mnist_scale", **_mkw),
         f"not in the paper: derived from rotmnist-{_base}",

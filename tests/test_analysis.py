@@ -156,10 +156,11 @@ def test_learned_subsets_cover_every_conv_in_forward_order(partial_model, full_m
         for s in subsets:
             layer = modules[s.name]
             want = 1.0 if getattr(layer, "theta", None) is None else float(layer.theta[...])
-            assert s.theta == pytest.approx(want)
-            assert s.interval_deg == pytest.approx((-180 * abs(want), 180 * abs(want)))
-            assert s.mirror_prob is None and s.num_elements == 4
-            assert 1 <= s.num_rotations <= 4
+            rotation = s.axes["rotation"]
+            assert rotation["width"] == pytest.approx(want)
+            assert rotation["interval_deg"] == pytest.approx([-180 * abs(want), 180 * abs(want)])
+            assert "mirror" not in s.axes and s.num_elements == 4
+            assert 1 <= rotation["kept"] == s.kept_elements <= 4
         assert any(s.partial for s in subsets) == partial
 
 

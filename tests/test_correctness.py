@@ -253,8 +253,8 @@ def test_training_logs_and_subset_analysis_count_alike():
     subsets = {s.name: s for s in learned_subsets(model, jnp.zeros((1, 12, 12, 1)))}
     for name, elements in zip(summary["layers"], summary["elements"], strict=True):
         assert elements == 8
-        assert subsets[name].num_rotations == 4
-        assert elements == 2 * subsets[name].num_rotations  # mirror probability 0.88
+        assert subsets[name].axes["rotation"]["kept"] == 4
+        assert elements == 2 * subsets[name].axes["rotation"]["kept"]  # mirror prob. 0.88
 
 
 # ----------------------------------------------------------------------------- 5. Gumbel schedule

@@ -198,17 +198,18 @@ def test_subsets(runs, tmp_path, capsys):
             module = layers[layer["name"]]
             theta = getattr(module, "theta", None)
             want = 1.0 if theta is None else float(theta[...])
-            assert layer["theta"] == pytest.approx(want)
-            assert layer["interval_deg"] == pytest.approx([-180 * abs(want), 180 * abs(want)])
+            rotation, mirror = layer["axes"]["rotation"], layer["axes"].get("mirror")
+            assert rotation["width"] == pytest.approx(want)
+            assert rotation["interval_deg"] == pytest.approx([-180 * abs(want), 180 * abs(want)])
             assert 1 <= layer["n_prime"] <= 4 and layer["num_elements"] == 4
             if name == "partial":
-                assert 0.0 <= layer["mirror_prob"] <= 1.0
+                assert 0.0 <= mirror["width"] <= 1.0
                 if layer["name"] != "lift":
                     want_p = 1 / (1 + math.exp(-2 * float(module.mirror[...])))
-                    assert layer["mirror_prob"] == pytest.approx(want_p, rel=1e-5)
+                    assert mirror["width"] == pytest.approx(want_p, rel=1e-5)
             else:
-                assert layer["mirror_prob"] is None and layer["n_prime"] == 4
-                assert layer["theta"] == 1.0 and not layer["partial"]
+                assert mirror is None and layer["n_prime"] == 4
+                assert rotation["width"] == 1.0 and not layer["partial"]
 
 
 def test_equivariance(runs, tmp_path):

@@ -176,15 +176,57 @@ _BRANCHING = [
     r"\bgroup\w*(\.name)?\s+(not\s+)?in\b",
     r"isinstance\([^)]*\b(SE2|E2|T2|Mirror|Sim2)\b",
 ]
+# In experiments/ configs compare their group fields with each other (a run's name); what must
+# not appear there is a comparison with a group's name.
+_BRANCHING_EXPERIMENTS = [
+    r"\b(has_mirror|has_rotations|rotates)\b",
+    r"\bgroup\w*(\.name)?\s*(==|!=)\s*[\"']",
+    r"[\"'][\w-]*[\"']\s*(==|!=)\s*\w*group\w*\b",
+    r"\bgroup\w*(\.name)?\s+(not\s+)?in\s+\(",
+    r"isinstance\([^)]*\b(SE2|E2|T2|Mirror|Sim2)\b",
+]
+# Branching on a distribution parameter's name (which parameters a layer has is the group's
+# business: ``Group.distribution`` / ``summarize`` / ``adaptive_count``).
+_PARAM = r"[\"'](theta|keep|mirror|scale|mirror_prob)[\"']"
+_PARAM_BRANCHING = [
+    _PARAM + r"\s+(not\s+)?in\b",
+    r"(==|!=)\s*" + _PARAM,
+    _PARAM + r"\s*(==|!=)",
+    r"\b(hasattr|getattr)\([^)]*" + _PARAM,
+    r"\.get\(\s*" + _PARAM + r"\s*\)\s+is\s+(not\s+)?None",
+    r"\.(theta|keep|mirror)\s+is\s+(not\s+)?None",
+]
 
 
-def test_no_group_branching_outside_groups():
-    root = pathlib.Path(pg.__file__).parent
+def _hits(root: pathlib.Path, patterns: list[str]) -> list[str]:
     hits = []
     for path in sorted(root.rglob("*.py")):
         if path.parent.name == "groups":
             continue
         for i, line in enumerate(path.read_text().splitlines(), 1):
-            if any(re.search(p, line) for p in _BRANCHING):
-                hits.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+            if any(re.search(p, line) for p in patterns):
+                hits.append(f"{root.name}/{path.relative_to(root)}:{i}: {line.strip()}")
+    return hits
+
+
+def test_no_group_branching_outside_groups():
+    library = pathlib.Path(pg.__file__).parent
+    experiments = library.parent / "experiments"
+    hits = _hits(library, _BRANCHING + _PARAM_BRANCHING)
+    hits += _hits(experiments, _BRANCHING_EXPERIMENTS + _PARAM_BRANCHING)
     assert not hits, "group branching outside pgcnn_jax/groups:\n" + "\n".join(hits)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'if group == "t2":',
+        'if "theta" in params:',
+        'theta = getattr(layer, "theta", None)',
+        'if params.get("mirror") is None:',
+        "assert conv.theta is None",
+    ],
+)
+def test_the_branching_patterns_catch(line):
+    patterns = _BRANCHING_EXPERIMENTS + _PARAM_BRANCHING
+    assert any(re.search(p, line) for p in patterns), line

@@ -122,7 +122,7 @@ def test_deterministic_partial_has_keep_params():
         partial=True,
         rngs=nnx.Rngs(0),
     )
-    assert conv.keep.shape == (7,) and conv.theta is None
+    assert conv.keep.shape == (7,) and conv.distribution_names == ("keep",)
     conv = pg.nn.GroupConv(
         2,
         2,
@@ -266,3 +266,63 @@ def test_jit_forward_backward_does_not_retrace():
     assert len(traces) == 1
     theta_grad = grads["c1"]["theta"][...]
     assert np.isfinite(float(theta_grad)) and float(theta_grad) != 0.0
+
+
+def test_sampling_spec_and_its_keywords(key):
+    spec = pg.nn.SamplingSpec("random", partial=True, per_example=True)
+    kw = dict(group="se2", num_elements=4, kernel_size=3)
+    by_spec = pg.nn.GroupConv(2, 3, sampling=spec, rngs=nnx.Rngs(0), **kw)
+    by_keywords = pg.nn.GroupConv(
+        2, 3, sampling="random", partial=True, sample_per_batch_element=True, rngs=nnx.Rngs(0),
+        **kw,
+    )  # fmt: skip
+    kw["rngs"] = nnx.Rngs(0)
+    assert by_spec.sampling == by_keywords.sampling == spec and by_spec.partial
+    assert nnx.graphdef(by_spec) == nnx.graphdef(by_keywords)
+    x = GroupFeatures(
+        jnp.ones((2, 5, 5, 4, 2)),
+        *pg.groups.get_group("se2").sample(None, 4, sampling="deterministic"),
+    )
+    np.testing.assert_array_equal(
+        by_spec(x, rngs=nnx.Rngs(sample=key)).values,
+        by_keywords(x, rngs=nnx.Rngs(sample=key)).values,
+    )
+    # the horizon is traced state: specs differing only there are equal (one compiled step)
+    assert spec.replace(gumbel_horizon=7) == spec and hash(spec.replace(gumbel_horizon=7)) == hash(
+        spec
+    )
+    with pytest.raises(TypeError, match="sample_per_batch"):
+        pg.nn.GroupConv(2, 3, sample_per_batch=True, **kw)
+    with pytest.raises(ValueError, match="requires sampling='random'"):
+        pg.nn.SamplingSpec("deterministic", per_example=True)
+    with pytest.raises(ValueError, match="partial=True is not allowed"):
+        pg.nn.LiftingConv(1, 2, sampling=spec, **kw)
+    with pytest.raises(ValueError, match="gumbel_horizon must be >= 1"):
+        pg.nn.SamplingSpec(gumbel_horizon=0)
+    with pytest.raises(ValueError, match="sampling must be a SamplingSpec"):
+        pg.nn.GroupConv(2, 3, sampling=3, **kw)
+
+
+def test_distribution_parameters_come_from_the_group():
+    kw = dict(num_elements=4, kernel_size=3, sampling="random", partial=True, rngs=nnx.Rngs(0))
+    se2 = pg.nn.GroupConv(2, 2, group="se2", **kw)
+    e2 = pg.nn.GroupConv(2, 2, group="e2", **kw)
+    assert se2.distribution_names == ("theta",) and not hasattr(se2, "mirror")
+    assert e2.distribution_names == ("theta", "mirror")
+    assert list(e2.distribution()) == list(
+        pg.groups.get_group("e2").distribution(4, "random").names
+    )
+    paths = {
+        "/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(e2, pg.nn.DistributionParam))
+    }
+    assert paths == {"theta", "mirror"}  # checkpoint paths: the parameter names, as before
+    full = pg.nn.GroupConv(2, 2, group="e2", num_elements=4, rngs=nnx.Rngs(0))
+    assert full.distribution() == {} and not full.partial
+    spec = pg.groups.DistributionSpec("theta")
+    with pytest.raises(ValueError, match="unique"):
+        pg.groups.Distribution((spec, spec))
+    t2 = pg.groups.get_group("t2").implied_settings()
+    assert t2.as_dict() == dict(
+        num_elements=1, sampling="deterministic", partial=False, sample_per_layer=False
+    )
+    assert pg.groups.get_group("se2").implied_settings().as_dict() == {}

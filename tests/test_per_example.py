@@ -88,9 +88,13 @@ def test_bad_per_example_render(key):
         1, 2, group="se2", num_elements=2, kernel_size=3, sample_per_batch_element=True,
         rngs=nnx.Rngs(0),
     )  # fmt: skip
-    lift.per_example_render = "all"
     with pytest.raises(ValueError, match="unknown per_example_render 'all'"):
-        lift(jnp.ones((2, 5, 5, 1)), rngs=nnx.Rngs(sample=key))
+        lift.per_example_render = "all"  # the layer's SamplingSpec refuses it
+    shortcut = pg.nn.PointwiseGroupConv(2, 2, group="se2", rngs=nnx.Rngs(0))
+    shortcut.per_example_render = "all"
+    f = lift(jnp.ones((2, 5, 5, 1)), rngs=nnx.Rngs(sample=key))
+    with pytest.raises(ValueError, match="unknown per_example_render 'all'"):
+        shortcut(f, f.elements, f.mask)
 
 
 def test_rendered_sets():

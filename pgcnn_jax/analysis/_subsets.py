@@ -10,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from pgcnn_jax.analysis._record import conv_layers, record_features
-from pgcnn_jax.nn import PartialGroupLayer
+from pgcnn_jax.nn import PartialGroupLayer, distribution_values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,28 +21,19 @@ class LayerSubset:
       name: the layer's path in the model.
       group: group name.
       partial: whether the layer learns its subset.
-      theta: rotation half-width in units of pi (1 = all rotations); ``None`` for groups
-        without rotations.
-      interval_deg: ``(-180 theta, 180 theta)``, the rotations kept.
-      mirror_prob: probability ``sigmoid(2 p)`` of including mirrored elements (1 for full
-        layers of mirror groups, ``None`` for groups without mirrors).
-      keep_probs: per grid element keep probabilities (deterministic partial layers).
       num_elements: slots ``N`` of the layer.
-      num_rotations: rotations ``N'`` (SE2) or ``R'`` (E2) kept at the current parameters
-        (:meth:`pgcnn_jax.groups.Group.summarize`).
+      kept_elements: elements ``N'`` kept at the current parameters (the most probable
+        sampled subset's size, :meth:`pgcnn_jax.groups.Group.summarize`).
       axes: every axis of the group with the count kept, of how many, and its learned width
-        (:class:`pgcnn_jax.groups.SubsetSummary`).
+        (and what the group adds, e.g. the rotation axis's ``interval_deg`` and
+        ``keep_probs``; :class:`pgcnn_jax.groups.SubsetSummary`).
     """
 
     name: str
     group: str
     partial: bool
-    theta: float | None
-    interval_deg: tuple[float, float] | None
-    mirror_prob: float | None
-    keep_probs: tuple[float, ...] | None
     num_elements: int
-    num_rotations: int
+    kept_elements: int
     axes: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -54,19 +45,15 @@ def _subset(name: str, layer) -> LayerSubset:
     partial = isinstance(layer, PartialGroupLayer) and layer.partial
     params = {}
     if partial:
-        params = {k: np.asarray(jax.device_get(p[...])) for k, p in layer.distribution().items()}
+        params = {k: np.asarray(v) for k, v in jax.device_get(distribution_values(layer)).items()}
     summary = g.summarize(n, params)
     return LayerSubset(
         name=name,
         group=g.name,
         partial=partial,
-        theta=summary.theta,
-        interval_deg=summary.interval_deg,
-        mirror_prob=summary.mirror_prob,
-        keep_probs=summary.keep_probs,
         num_elements=n,
-        num_rotations=summary.num_rotations,
-        axes=summary.axes,
+        kept_elements=summary.num_elements,
+        axes={k: dict(v) for k, v in summary.axes.items()},
     )
 
 

@@ -21,13 +21,20 @@ import abc
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pgcnn_jax.groups import _action
+from pgcnn_jax.groups._values import (  # noqa: F401  (host_sigmoid: used by the groups)
+    Distribution,
+    DistributionSpec,
+    ImpliedSettings,
+    SubsetSummary,
+    host_sigmoid,
+)
 
 TWO_PI = 2.0 * math.pi
 
@@ -54,57 +61,6 @@ def wrap_angle(angle: jax.typing.ArrayLike) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistributionSpec:
-    """One learnable parameter of a group's partial distribution.
-
-    Attributes:
-      name: the attribute a layer stores it under (``"theta"``, ``"keep"``, ``"mirror"``,
-        ...); the same name is the key of ``params`` in :meth:`Group.sample`.
-      shape: its shape.
-      init: its initial value (every entry).
-      relaxed: whether it is sampled through a straight-through relaxed Bernoulli, i.e. the
-        layer needs a Gumbel temperature schedule.
-    """
-
-    name: str
-    shape: tuple[int, ...] = ()
-    init: float = 1.0
-    relaxed: bool = False
-
-    def initial_value(self) -> jax.Array:
-        return jnp.full(self.shape, self.init, jnp.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class SubsetSummary:
-    """What a layer's distribution keeps at its current parameters (host values).
-
-    Attributes:
-      num_rotations: rotations ``R'`` kept (all of them for full layers).
-      num_elements: elements ``N'`` kept (the most probable sampled subset's size).
-      theta: rotation half-width in units of pi, ``None`` for groups without rotations.
-      interval_deg: ``(-180 |theta|, 180 |theta|)``, ``None`` without rotations.
-      mirror_prob: probability of including mirrored elements (``None`` without mirrors).
-      keep_probs: per grid rotation keep probabilities (deterministic partial sampling).
-      axes: every axis of the group with its kept count and, where learned, its width (e.g.
-        ``{"rotation": {"kept": 4, "of": 8, "width": 0.5}}``); what metrics and figures report
-        for groups with more than the rotation / mirror axes.
-    """
-
-    num_rotations: int
-    num_elements: int
-    theta: float | None = None
-    interval_deg: tuple[float, float] | None = None
-    mirror_prob: float | None = None
-    keep_probs: tuple[float, ...] | None = None
-    axes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-
-
-def host_sigmoid(x) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
-
-
-@dataclasses.dataclass(frozen=True)
 class Group(abc.ABC):
     """A planar stabiliser group ``H`` (the roto-translation group is ``R^2 x| H``, translations
     handled by the convolution).
@@ -115,12 +71,14 @@ class Group(abc.ABC):
       fixed_num_elements: the only valid ``num_elements`` for finite groups sampled whole
         (``t2``: 1, ``mirror``: 2), else ``None``.
       label: how tables and logs print the group (``"SE(2)"``).
+      trivial: the group has only the identity (a plain CNN: no partial / full variants).
     """
 
     name: ClassVar[str]
     dim: ClassVar[int]
     fixed_num_elements: ClassVar[int | None] = None
     label: ClassVar[str] = ""
+    trivial: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ structure
     def check_num_elements(self, num_elements: int) -> int:
@@ -142,10 +100,10 @@ class Group(abc.ABC):
         """Number of distinct rotation slots ``R`` among ``num_elements`` slots."""
         return num_elements
 
-    def implied_settings(self) -> dict[str, Any]:
+    def implied_settings(self) -> ImpliedSettings:
         """Model settings this group fixes (e.g. ``t2``: one element, deterministic sampling,
-        not partial), as :class:`~pgcnn_jax.models.ModelConfig` fields; empty for most."""
-        return {}
+        not partial); nothing for most."""
+        return ImpliedSettings()
 
     # ------------------------------------------------------------------ algebra
     @abc.abstractmethod
@@ -240,10 +198,10 @@ class Group(abc.ABC):
             raise ValueError("a PRNG key is needed to sample group elements (pass rngs=...)")
         return n, key
 
-    def distribution(self, num_elements: int, sampling: str) -> tuple[DistributionSpec, ...]:
+    def distribution(self, num_elements: int, sampling: str) -> Distribution:
         """The learnable parameters of a partial layer with ``num_elements`` slots and this
         ``sampling`` (empty: nothing to learn)."""
-        return ()
+        return Distribution()
 
     def check_partial(self, num_elements: int, sampling: str) -> None:
         """Raises ``ValueError`` when a partial layer makes no sense for this group."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from pgcnn_jax.groups._base import (
     TWO_PI,
+    Distribution,
     DistributionSpec,
     Group,
     SubsetSummary,
@@ -31,9 +32,14 @@ from pgcnn_jax.groups._sampling import (
     kept_rotations,
     relaxed_bernoulli_st,
     rotation_specs,
-    sample_rotations,
 )
-from pgcnn_jax.groups._se2 import QUARTER_TURNS, angle_distance, rotation_matrix, rotation_summary
+from pgcnn_jax.groups._se2 import (
+    QUARTER_TURNS,
+    angle_distance,
+    draw_rotations,
+    rotation_axis,
+    rotation_matrix,
+)
 
 
 def mirror_layout(angles: jax.Array, mirror_sign: jax.Array) -> jax.Array:
@@ -58,6 +64,7 @@ class E2(Group):
     dim = 2
     label = "E(2)"
     rotates = True
+    signed_ceil = True
 
     def check_num_elements(self, num_elements: int) -> int:
         n = super().check_num_elements(num_elements)
@@ -133,9 +140,9 @@ class E2(Group):
     def moves(self, num_elements: int) -> bool:
         return self.num_rotations(num_elements) > 1
 
-    def distribution(self, num_elements: int, sampling: str) -> tuple[DistributionSpec, ...]:
+    def distribution(self, num_elements: int, sampling: str) -> Distribution:
         rotations = rotation_specs(self.num_rotations(num_elements), sampling)
-        return (*rotations, DistributionSpec("mirror", relaxed=True))
+        return Distribution((*rotations, DistributionSpec("mirror", relaxed=True)))
 
     def sample(
         self,
@@ -148,18 +155,8 @@ class E2(Group):
         params=None,
         temperature=0.5,
     ):
-        n, key = self.sample_args(key, num_elements, sampling, num_samples, partial)
-        params = params or {}
-        rot = self.num_rotations(n)
-        angles, count, k_mirror = sample_rotations(
-            key,
-            rot,
-            num_samples=num_samples,
-            sampling=sampling,
-            partial=partial,
-            params=params,
-            temperature=temperature,
-            signed_ceil=True,
+        n, rot, angles, count, k_mirror, params = draw_rotations(
+            self, key, num_elements, num_samples, sampling, partial, params, temperature
         )
         if partial:
             mirror = params.get("mirror")
@@ -180,18 +177,11 @@ class E2(Group):
         mirror = params.get("mirror")
         prob = 1.0 if mirror is None else float(host_sigmoid(2.0 * float(np.asarray(mirror))))
         mirrored = mirror is None or prob >= 0.5
-        fields = rotation_summary(params, rotates=self.rotates)
         axes = {
-            "rotation": {"kept": kept, "of": rot, "width": fields["theta"]},
+            "rotation": rotation_axis(rot, kept, params, rotates=self.rotates),
             "mirror": {"kept": 2 if mirrored else 1, "of": 2, "width": prob},
         }
-        return SubsetSummary(
-            num_rotations=kept,
-            num_elements=2 * kept if mirrored else kept,
-            mirror_prob=prob,
-            axes=axes,
-            **fields,
-        )
+        return SubsetSummary(num_elements=2 * kept if mirrored else kept, axes=axes)
 
     def adaptive_count(self, num_elements, params) -> int | None:
         """``2 R'``: the mirrored copies stay (masked) in the slots when the mirror does not

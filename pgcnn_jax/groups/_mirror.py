@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pgcnn_jax.groups._base import register_group
+from pgcnn_jax.groups._base import ImpliedSettings, register_group
 from pgcnn_jax.groups._e2 import E2
 
 
@@ -19,8 +19,8 @@ class Mirror(E2):
     fixed_num_elements = 2
     rotates = False
 
-    def implied_settings(self) -> dict:
-        return dict(num_elements=2, sampling="deterministic", sample_per_layer=False)
+    def implied_settings(self) -> ImpliedSettings:
+        return ImpliedSettings(num_elements=2, sampling="deterministic", sample_per_layer=False)
 
 
 register_group("mirror", Mirror)

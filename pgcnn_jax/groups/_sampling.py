@@ -269,4 +269,4 @@ def subset_size(
     host = {k: np.asarray(jax.device_get(v)) for k, v in named.items() if v is not None}
     group = get_group(group)
     summary = group.summarize(group.check_num_elements(num_elements), host)
-    return summary.num_rotations, summary.num_elements
+    return summary.kept("rotation"), summary.num_elements

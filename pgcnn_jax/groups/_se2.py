@@ -13,9 +13,10 @@ import numpy as np
 
 from pgcnn_jax.groups._base import (
     TWO_PI,
-    DistributionSpec,
+    Distribution,
     Group,
     SubsetSummary,
+    host_sigmoid,
     register_group,
     wrap_angle,
 )
@@ -36,17 +37,48 @@ def angle_distance(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.abs(jnp.angle(jnp.exp(1j * (a - b))))
 
 
-def rotation_summary(params: Mapping[str, np.ndarray], *, rotates: bool) -> dict:
-    """The rotation fields of a :class:`SubsetSummary`."""
-    theta = params.get("theta")
-    t = 1.0 if theta is None else float(np.asarray(theta).reshape(()))
-    keep = params.get("keep")
-    keep_probs = None
+def rotation_axis(rot: int, kept: int, params: Mapping[str, np.ndarray], *, rotates: bool) -> dict:
+    """The rotation axis of a :class:`SubsetSummary`: ``kept`` of ``rot`` rotations, the
+    learned width ``theta`` (1 without one, ``None`` with per-rotation ``keep`` decisions or
+    without rotations), the kept interval in degrees and the keep probabilities."""
+    theta, keep = params.get("theta"), params.get("keep")
+    keep_probs = None  # lists, not tuples: the axes are written to JSON and read back
     if keep is not None:
-        keep_probs = tuple(float(p) for p in 1.0 / (1.0 + np.exp(-2.0 * np.asarray(keep))))
-    if not rotates:
-        return dict(theta=None, interval_deg=None, keep_probs=keep_probs)
-    return dict(theta=t, interval_deg=(-180.0 * abs(t), 180.0 * abs(t)), keep_probs=keep_probs)
+        keep_probs = [float(p) for p in host_sigmoid(2.0 * np.asarray(keep))]
+    width = None
+    if rotates and keep is None:
+        width = 1.0 if theta is None else float(np.asarray(theta).reshape(()))
+    interval = None if width is None else [-180.0 * abs(width), 180.0 * abs(width)]
+    return {
+        "kept": kept,
+        "of": rot,
+        "width": width,
+        "interval_deg": interval,
+        "keep_probs": keep_probs,
+    }
+
+
+def draw_rotations(
+    group: Group, key, num_elements, num_samples, sampling, partial, params, temperature
+):
+    """The start every rotation group's :meth:`~Group.sample` shares: the checks
+    (:meth:`Group.sample_args`) and the rotation part of the sample
+    (:func:`sample_rotations`, with the group's ``signed_ceil``). Returns ``(N, R, angles
+    [S, R], R' (int32), third key, params)``."""
+    n, key = group.sample_args(key, num_elements, sampling, num_samples, partial)
+    params = params or {}
+    rot = group.num_rotations(n)
+    angles, count, k_extra = sample_rotations(
+        key,
+        rot,
+        num_samples=num_samples,
+        sampling=sampling,
+        partial=partial,
+        params=params,
+        temperature=temperature,
+        signed_ceil=group.signed_ceil,
+    )
+    return n, rot, angles, count, k_extra, params
 
 
 QUARTER_TURNS = (math.pi / 2, math.pi, 3 * math.pi / 2)
@@ -63,6 +95,8 @@ class SE2(Group):
     label = "SE(2)"
     #: whether the group has rotations other than the identity (False for T(2))
     rotates = True
+    #: the reference's signed count of kept rotations (E2, REFERENCE 1.6 g)
+    signed_ceil = False
 
     def identity(self, shape: tuple[int, ...] = ()) -> jax.Array:
         return jnp.zeros((*shape, 1), jnp.float32)
@@ -101,8 +135,8 @@ class SE2(Group):
     def moves(self, num_elements: int) -> bool:
         return self.num_rotations(num_elements) > 1
 
-    def distribution(self, num_elements: int, sampling: str) -> tuple[DistributionSpec, ...]:
-        return rotation_specs(self.num_rotations(num_elements), sampling)
+    def distribution(self, num_elements: int, sampling: str) -> Distribution:
+        return Distribution(rotation_specs(self.num_rotations(num_elements), sampling))
 
     def sample(
         self,
@@ -115,16 +149,8 @@ class SE2(Group):
         params=None,
         temperature=0.5,
     ):
-        n, key = self.sample_args(key, num_elements, sampling, num_samples, partial)
-        angles, count, _ = sample_rotations(
-            key,
-            n,
-            num_samples=num_samples,
-            sampling=sampling,
-            partial=partial,
-            params=params or {},
-            temperature=temperature,
-            signed_ceil=False,
+        n, _, angles, count, _, _ = draw_rotations(
+            self, key, num_elements, num_samples, sampling, partial, params, temperature
         )
         mask = jnp.broadcast_to((jnp.arange(n) < count)[None, :], (num_samples, n))
         return angles[..., None], mask.astype(jnp.float32)
@@ -132,10 +158,9 @@ class SE2(Group):
     def summarize(self, num_elements, params=None) -> SubsetSummary:
         rot = self.num_rotations(num_elements)
         params = params or {}
-        kept = kept_rotations(rot, params, signed_ceil=False)
-        fields = rotation_summary(params, rotates=self.rotates)
-        axes = {"rotation": {"kept": kept, "of": rot, "width": fields["theta"]}}
-        return SubsetSummary(num_rotations=kept, num_elements=kept, axes=axes, **fields)
+        kept = kept_rotations(rot, params, signed_ceil=self.signed_ceil)
+        axis = rotation_axis(rot, kept, params, rotates=self.rotates)
+        return SubsetSummary(num_elements=kept, axes={"rotation": axis})
 
     def adaptive_count(self, num_elements, params) -> int | None:
         if params.get("theta") is None:

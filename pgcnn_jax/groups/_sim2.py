@@ -40,6 +40,7 @@ import numpy as np
 
 from pgcnn_jax.groups._base import (
     TWO_PI,
+    Distribution,
     DistributionSpec,
     Group,
     SubsetSummary,
@@ -50,9 +51,14 @@ from pgcnn_jax.groups._sampling import (
     kept_rotations,
     partial_count,
     rotation_specs,
-    sample_rotations,
 )
-from pgcnn_jax.groups._se2 import QUARTER_TURNS, angle_distance, rotation_matrix, rotation_summary
+from pgcnn_jax.groups._se2 import (
+    QUARTER_TURNS,
+    angle_distance,
+    draw_rotations,
+    rotation_axis,
+    rotation_matrix,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +81,7 @@ class Sim2(Group):
     name = "sim2"
     dim = 2
     label = "Sim(2)"
+    signed_ceil = False
 
     def __post_init__(self):
         s, b = self.num_scales, self.scale_base
@@ -177,10 +184,10 @@ class Sim2(Group):
     def moves(self, num_elements: int) -> bool:
         return self.num_rotations(num_elements) > 1
 
-    def distribution(self, num_elements: int, sampling: str) -> tuple[DistributionSpec, ...]:
+    def distribution(self, num_elements: int, sampling: str) -> Distribution:
         rotations = rotation_specs(self.num_rotations(num_elements), sampling)
         scales = (DistributionSpec("scale"),) if self.num_scales > 1 else ()
-        return (*rotations, *scales)
+        return Distribution((*rotations, *scales))
 
     def _log_scales(self, key, num_samples, sampling, partial, params):
         """``(log-scales [S_samples, S], S' (int32))``."""
@@ -216,20 +223,10 @@ class Sim2(Group):
         params=None,
         temperature=0.5,
     ):
-        n, key = self.sample_args(key, num_elements, sampling, num_samples, partial)
-        params = params or {}
-        rot = self.num_rotations(n)
         # The rotations are drawn as SE2 draws them from the same key; the scale offsets use
         # the third key it returns (E2's mirror key).
-        angles, r_count, k_scale = sample_rotations(
-            key,
-            rot,
-            num_samples=num_samples,
-            sampling=sampling,
-            partial=partial,
-            params=params,
-            temperature=temperature,
-            signed_ceil=False,
+        n, rot, angles, r_count, k_scale, params = draw_rotations(
+            self, key, num_elements, num_samples, sampling, partial, params, temperature
         )
         logs, s_count = self._log_scales(k_scale, num_samples, sampling, partial, params)
         i = jnp.arange(n)
@@ -261,16 +258,15 @@ class Sim2(Group):
         kept = kept_rotations(rot, params, signed_ceil=False)
         scales = self.kept_scales(params)
         width = params.get("scale")
-        fields = rotation_summary(params, rotates=True)
         axes = {
-            "rotation": {"kept": kept, "of": rot, "width": fields["theta"]},
+            "rotation": rotation_axis(rot, kept, params, rotates=True),
             "scale": {
                 "kept": scales,
                 "of": self.num_scales,
                 "width": 1.0 if width is None else float(np.asarray(width).reshape(())),
             },
         }
-        return SubsetSummary(num_rotations=kept, num_elements=kept * scales, axes=axes, **fields)
+        return SubsetSummary(num_elements=kept * scales, axes=axes)
 
     def adaptive_count(self, num_elements, params) -> int | None:
         """``R' S'`` when both counts are functions of the parameters (``theta`` or a single

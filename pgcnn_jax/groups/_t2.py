@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pgcnn_jax.groups._base import register_group
+from pgcnn_jax.groups._base import ImpliedSettings, register_group
 from pgcnn_jax.groups._se2 import SE2
 
 
@@ -17,9 +17,12 @@ class T2(SE2):
     label = "T(2)"
     fixed_num_elements = 1
     rotates = False
+    trivial = True
 
-    def implied_settings(self) -> dict:
-        return dict(num_elements=1, sampling="deterministic", partial=False, sample_per_layer=False)
+    def implied_settings(self) -> ImpliedSettings:
+        return ImpliedSettings(
+            num_elements=1, sampling="deterministic", partial=False, sample_per_layer=False
+        )
 
     def check_partial(self, num_elements: int, sampling: str) -> None:
         raise ValueError("group 't2' has a single element: partial=True is meaningless")

@@ -32,6 +32,7 @@ from pgcnn_jax.models._ckresnet import CKResNet
 from pgcnn_jax.models._common import check_images
 from pgcnn_jax.models._config import ModelConfig
 from pgcnn_jax.models._gcnn import GCNN
+from pgcnn_jax.nn import distribution_values, set_distribution
 
 # The relaxed-Bernoulli temperature only scales straight-through gradients; the mirror
 # receives none here, so a constant suffices.
@@ -60,13 +61,11 @@ def t2_backbone_config(config: ModelConfig, model: str) -> ModelConfig:
 class _Augerino(nnx.Module):
     _backbone_cls: type = CKResNet
     _backbone_name: str = "ckresnet"
-    #: augmentation parameters; ``None`` where the group has no such axis
-    theta = mirror = None
 
     def __init__(self, config: ModelConfig, *, num_classes: int, in_features: int, rngs):
         group = config.make_group()
-        specs = group.distribution(config.num_elements, "random")
-        if not specs:
+        distribution = group.distribution(config.num_elements, "random")
+        if not distribution:
             raise ValueError(
                 f"{type(self).__name__} needs a group with rotations (num_elements > 1) or "
                 f"mirrors to augment with, got group {config.group!r} with num_elements="
@@ -82,11 +81,9 @@ class _Augerino(nnx.Module):
             in_features=in_features,
             rngs=rngs,
         )
-        #: names of the augmentation distribution's parameters (the group's partial random
-        #: distribution, :meth:`~pgcnn_jax.groups.Group.distribution`)
-        self.distribution_names = tuple(spec.name for spec in specs)
-        for spec in specs:
-            setattr(self, spec.name, nnx.data(AugmentationParam(spec.initial_value())))
+        # the augmentation distribution: the group's partial random one, its parameters
+        # stored under their names (``theta``, ``mirror``, ...) as AugmentationParam
+        set_distribution(self, distribution, AugmentationParam)
 
     def sample_augmentations(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Elements ``[N, d]`` and mask ``[N]`` of one forward (partial random sampling)."""
@@ -95,7 +92,7 @@ class _Augerino(nnx.Module):
             self.num_elements,
             sampling="random",
             partial=True,
-            params={name: getattr(self, name)[...] for name in self.distribution_names},
+            params=distribution_values(self),
             temperature=_MIRROR_TEMPERATURE,
         )
         return elements[0], mask[0]

@@ -20,14 +20,11 @@ from flax import nnx
 
 from pgcnn_jax.models._common import (
     apply_norm,
-    block_widths,
     changes_grid,
-    check_block_indices,
-    check_images,
-    check_positive_int,
+    forward_blocks,
     group_conv_settings,
+    init_stem,
     kernel_settings,
-    lifting_settings,
     make_norm,
     relu,
     torch_linear,
@@ -37,7 +34,6 @@ from pgcnn_jax.models._heads import MLPPooling, T2FinalConv, global_max_pool
 from pgcnn_jax.nn import (
     GroupConv,
     GroupFeatures,
-    LiftingConv,
     PointwiseGroupConv,
     layer_norm_nhw,
     rendered_kernel_size,
@@ -94,14 +90,7 @@ class CKResNet(nnx.Module):
     """
 
     def __init__(self, config: ModelConfig, *, num_classes: int, in_features: int, rngs):
-        self.config = config
-        self.in_features = check_positive_int("in_features", in_features)
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        widths = block_widths(config)
-        pools = check_block_indices("pool_blocks", config.pool_blocks, 0, config.num_blocks)
-        self.stem_pool = 0 in pools
-        self.lift = LiftingConv(in_features, widths[0], **lifting_settings(config), rngs=rngs)
-        self.stem_norm = make_norm(config.norm, widths[0])
+        widths, pools = init_stem(self, config, in_features, num_classes, rngs)
         self.blocks = nnx.List(
             [
                 ResBlock(a, b, config, pool=i + 1 in pools, rngs=rngs)
@@ -150,13 +139,7 @@ class CKResNet(nnx.Module):
     ) -> jax.Array:
         """Logits ``[B, num_classes]``. ``batch_mask`` (``[B]``, optional) excludes rows from
         normalisation statistics (used by the Augerino wrapper for its padding copies)."""
-        x = check_images(x, self.in_features, "CKResNet")
-        h = apply_norm(self.stem_norm, self.lift(x, rngs=rngs), batch_mask)
-        if self.stem_pool:
-            h = spatial_max_pool(h)
-        h = relu(h)
-        for block in self.blocks:
-            h = block(h, rngs=rngs, batch_mask=batch_mask)
+        h = forward_blocks(self, x, rngs=rngs, batch_mask=batch_mask, name="CKResNet")
         # the rendered size: larger than kernel_size for scaling groups
         k = rendered_kernel_size(
             self.final_conv.group, self.config.num_elements, self.config.kernel_size

@@ -9,7 +9,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pgcnn_jax.models._config import ModelConfig
-from pgcnn_jax.nn import GroupBatchNorm, GroupFeatures, GroupLayerNorm
+from pgcnn_jax.nn import (
+    GroupBatchNorm,
+    GroupFeatures,
+    GroupLayerNorm,
+    LiftingConv,
+    SamplingSpec,
+    spatial_max_pool,
+)
 
 
 def check_positive_int(name: str, value) -> int:
@@ -121,14 +128,25 @@ def kernel_settings(config: ModelConfig, *, joint: bool = False) -> dict:
     )
 
 
+def sampling_spec(config: ModelConfig) -> SamplingSpec:
+    """The :class:`~pgcnn_jax.nn.SamplingSpec` of a model's group convs (the lifting conv
+    takes it with ``partial=False``)."""
+    return SamplingSpec(
+        method=config.sampling,
+        partial=config.partial,
+        per_layer=config.sample_per_layer,
+        per_example=config.sample_per_batch_element,
+        gumbel_horizon=config.gumbel_horizon,
+    )
+
+
 def lifting_settings(config: ModelConfig) -> dict:
     """Keyword arguments of the (always full) :class:`LiftingConv`."""
     return dict(
         group=config.make_group(),
         num_elements=config.num_elements,
         kernel_size=config.kernel_size,
-        sampling=config.sampling,
-        sample_per_batch_element=config.sample_per_batch_element,
+        sampling=sampling_spec(config).replace(partial=False),
         **kernel_settings(config, joint=True),
     )
 
@@ -139,12 +157,8 @@ def group_conv_settings(config: ModelConfig, *, padding: str = "same") -> dict:
         group=config.make_group(),
         num_elements=config.num_elements,
         kernel_size=config.kernel_size,
-        sampling=config.sampling,
-        partial=config.partial,
-        sample_per_layer=config.sample_per_layer,
-        sample_per_batch_element=config.sample_per_batch_element,
+        sampling=sampling_spec(config),
         padding=padding,
-        gumbel_horizon=config.gumbel_horizon,
         **kernel_settings(config),
     )
 
@@ -157,5 +171,35 @@ def changes_grid(config: ModelConfig) -> bool:
     deterministic there, so counting only samplers that can move the grid gives the same
     layers and the pinned T(2) parameter counts for any sampling flags.
     """
-    moves = config.make_group().moves(config.num_elements)
-    return config.partial or (config.sample_per_layer and config.sampling == "random" and moves)
+    spec = sampling_spec(config)
+    return spec.partial or (spec.moves and config.make_group().moves(config.num_elements))
+
+
+def init_stem(model: nnx.Module, config: ModelConfig, in_features: int, num_classes: int, rngs):
+    """The part of a model's constructor CKResNet and GCNN share: ``config``,
+    ``in_features``, ``num_classes``, the lifting conv ``lift``, ``stem_norm`` and
+    ``stem_pool``. Returns ``(widths, pool block indices)``."""
+    model.config = config
+    model.in_features = check_positive_int("in_features", in_features)
+    model.num_classes = check_positive_int("num_classes", num_classes)
+    widths = block_widths(config)
+    pools = check_block_indices("pool_blocks", config.pool_blocks, 0, config.num_blocks)
+    model.stem_pool = 0 in pools
+    model.lift = LiftingConv(in_features, widths[0], **lifting_settings(config), rngs=rngs)
+    model.stem_norm = make_norm(config.norm, widths[0])
+    return widths, pools
+
+
+def forward_blocks(
+    model: nnx.Module, x, *, rngs: nnx.Rngs | None, batch_mask: jax.Array | None, name: str
+) -> GroupFeatures:
+    """``x [B, H, W, C_in]`` through the stem of :func:`init_stem` (lift, norm, optional
+    pool, ReLU) and ``model.blocks``."""
+    x = check_images(x, model.in_features, name)
+    h = apply_norm(model.stem_norm, model.lift(x, rngs=rngs), batch_mask)
+    if model.stem_pool:
+        h = spatial_max_pool(h)
+    h = relu(h)
+    for block in model.blocks:
+        h = block(h, rngs=rngs, batch_mask=batch_mask)
+    return h

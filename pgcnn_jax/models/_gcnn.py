@@ -21,18 +21,16 @@ from flax import nnx
 
 from pgcnn_jax.models._common import (
     apply_norm,
-    block_widths,
     check_block_indices,
-    check_images,
-    check_positive_int,
+    forward_blocks,
     group_conv_settings,
-    lifting_settings,
+    init_stem,
     make_norm,
     relu,
     torch_linear,
 )
 from pgcnn_jax.models._config import ModelConfig
-from pgcnn_jax.nn import GroupConv, GroupFeatures, LiftingConv, group_mean_pool, spatial_max_pool
+from pgcnn_jax.nn import GroupConv, GroupFeatures, group_mean_pool, spatial_max_pool
 
 
 class GCNNBlock(nnx.Module):
@@ -75,16 +73,8 @@ class GCNN(nnx.Module):
     def __init__(self, config: ModelConfig, *, num_classes: int, in_features: int, rngs):
         if config.head != "pool":
             raise ValueError(f"GCNN supports head='pool' (mean readout) only, got {config.head!r}")
-        self.config = config
-        self.in_features = check_positive_int("in_features", in_features)
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        widths = block_widths(config)
-        k = config.num_blocks
-        pools = check_block_indices("pool_blocks", config.pool_blocks, 0, k)
-        drops = check_block_indices("dropout_blocks", config.dropout_blocks, 1, k)
-        self.stem_pool = 0 in pools
-        self.lift = LiftingConv(in_features, widths[0], **lifting_settings(config), rngs=rngs)
-        self.stem_norm = make_norm(config.norm, widths[0])
+        widths, pools = init_stem(self, config, in_features, num_classes, rngs)
+        drops = check_block_indices("dropout_blocks", config.dropout_blocks, 1, config.num_blocks)
         self.blocks = nnx.List(
             [
                 GCNNBlock(a, b, config, pool=i + 1 in pools, dropout=i + 1 in drops, rngs=rngs)
@@ -106,12 +96,6 @@ class GCNN(nnx.Module):
     ) -> jax.Array:
         """Logits ``[B, num_classes]``. ``batch_mask`` (``[B]``, optional) excludes rows from
         normalisation statistics (used by the Augerino wrapper for its padding copies)."""
-        x = check_images(x, self.in_features, "GCNN")
-        h = apply_norm(self.stem_norm, self.lift(x, rngs=rngs), batch_mask)
-        if self.stem_pool:
-            h = spatial_max_pool(h)
-        h = relu(h)
-        for block in self.blocks:
-            h = block(h, rngs=rngs, batch_mask=batch_mask)
+        h = forward_blocks(self, x, rngs=rngs, batch_mask=batch_mask, name="GCNN")
         pooled = jnp.mean(group_mean_pool(h), axis=(1, 2))  # masked mean over (N, H, W)
         return self.classifier(pooled)

@@ -6,17 +6,8 @@ from pgcnn_jax.nn._adaptive import (
     set_active_elements,
     update_adaptive,
 )
-from pgcnn_jax.nn._conv import (
-    PADDINGS,
-    PER_EXAMPLE_RENDERS,
-    GroupConv,
-    LiftingConv,
-    PartialGroupLayer,
-    PointwiseGroupConv,
-    layer_name,
-    partial_layers,
-    safe_norm,
-)
+from pgcnn_jax.nn._conv import GroupConv, LiftingConv, PointwiseGroupConv
+from pgcnn_jax.nn._conv_base import PADDINGS, safe_norm
 from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
 from pgcnn_jax.nn._functional import (
     CONV_PRECISIONS,
@@ -29,6 +20,13 @@ from pgcnn_jax.nn._functional import (
     rendered_kernel_size,
 )
 from pgcnn_jax.nn._norm import GroupBatchNorm, GroupLayerNorm, layer_norm_nhw
+from pgcnn_jax.nn._partial import (
+    PartialGroupLayer,
+    distribution_values,
+    layer_name,
+    partial_layers,
+    set_distribution,
+)
 from pgcnn_jax.nn._pool import group_max_pool, group_mean_pool, spatial_max_pool
 from pgcnn_jax.nn._render import (
     DEPTHWISE_METHODS,
@@ -40,6 +38,12 @@ from pgcnn_jax.nn._render import (
     render_group_conv,
     separable_group_conv,
     separable_kernels,
+)
+from pgcnn_jax.nn._sampling import (
+    PER_EXAMPLE_RENDERS,
+    SAMPLING_KEYWORDS,
+    SamplingSpec,
+    as_sampling_spec,
 )
 from pgcnn_jax.nn._variables import (
     DistributionParam,
@@ -67,9 +71,12 @@ __all__ = [
     "LiftingConv",
     "PartialGroupLayer",
     "PointwiseGroupConv",
+    "SAMPLING_KEYWORDS",
+    "SamplingSpec",
     "active_elements",
     "adaptive_sizes",
     "advance_gumbel_steps",
+    "as_sampling_spec",
     "broadcast_mask",
     "check_precision",
     "conv2d",
@@ -77,6 +84,7 @@ __all__ = [
     "depthwise_conv2d",
     "depthwise_method",
     "disc_taps",
+    "distribution_values",
     "group_kernel",
     "group_max_pool",
     "group_mean_pool",
@@ -92,6 +100,7 @@ __all__ = [
     "separable_group_conv",
     "separable_kernels",
     "set_active_elements",
+    "set_distribution",
     "set_gumbel_horizon",
     "spatial_max_pool",
     "update_adaptive",

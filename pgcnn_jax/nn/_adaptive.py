@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from pgcnn_jax.nn._conv import PartialGroupLayer, partial_layers
+from pgcnn_jax.nn._partial import PartialGroupLayer, distribution_values, partial_layers
 
 __all__ = ["active_elements", "adaptive_sizes", "set_active_elements", "update_adaptive"]
 
@@ -36,7 +36,7 @@ def _partial_convs(model: nnx.Module) -> list[tuple[str, PartialGroupLayer]]:
 
 
 def _host_params(layer: PartialGroupLayer) -> dict:
-    return {name: param[...] for name, param in layer.distribution().items()}
+    return distribution_values(layer)
 
 
 def _is_adaptive(layer: PartialGroupLayer) -> bool:

@@ -2,51 +2,25 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pgcnn_jax.groups import SAMPLING_METHODS, Group, get_group, gumbel_temperature
-from pgcnn_jax.kernels import KernelSpec, as_kernel_spec, check_kernel_size
-from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
-from pgcnn_jax.nn._functional import (
-    check_precision,
-    conv2d,
-    conv2d_per_example,
-    lifting_kernel,
+from pgcnn_jax.groups import Distribution, Group, get_group, gumbel_temperature
+from pgcnn_jax.kernels import KernelSpec
+from pgcnn_jax.nn._conv_base import (
+    _GroupConvBase,
+    _SampledConvBase,
+    float_images,
+    group_conv_spec,
+    joint_spec,
+    sample_key,
 )
-from pgcnn_jax.nn._render import render_group_conv
-from pgcnn_jax.nn._variables import DistributionParam, GumbelHorizon, GumbelStep, KernelNorm
-
-PADDINGS = ("same", "valid")
-#: How a conv with per-example elements (``S = B``) renders its ``B`` kernels:
-#: ``"chunked"`` (default) renders and convolves a few examples at a time
-#: (:func:`~pgcnn_jax.nn.conv2d_per_example`), ``"batched"`` renders all ``B`` kernels first
-#: (``B`` full kernels in memory; also used by kernel nets with BatchNorm, whose statistics span
-#: every example's kernel).
-PER_EXAMPLE_RENDERS = ("chunked", "batched")
-
-
-def _check_common(group, num_elements, kernel_size, sampling, padding, in_f, out_f):
-    group = get_group(group)
-    group.check_num_elements(num_elements)
-    check_kernel_size(kernel_size)
-    if sampling not in SAMPLING_METHODS:
-        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLING_METHODS}")
-    if padding not in PADDINGS:
-        raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
-    for name, v in (("in_features", in_f), ("out_features", out_f)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return group
-
-
-def _sample_key(rngs: nnx.Rngs | None, layer: str) -> jax.Array:
-    if rngs is None:
-        raise ValueError(f"{layer} samples group elements: call it with rngs=nnx.Rngs(sample=...)")
-    return rngs.sample()
+from pgcnn_jax.nn._features import GroupFeatures, broadcast_mask
+from pgcnn_jax.nn._functional import check_precision, conv2d, lifting_kernel
+from pgcnn_jax.nn._partial import PartialGroupLayer, distribution_values, set_distribution
+from pgcnn_jax.nn._sampling import SamplingSpec, as_sampling_spec
+from pgcnn_jax.nn._variables import GumbelHorizon, GumbelStep, KernelNorm
 
 
 def _check_finite_param(layer: str, name: str, value: jax.Array) -> None:
@@ -59,111 +33,17 @@ def _check_finite_param(layer: str, name: str, value: jax.Array) -> None:
         raise ValueError(f"{layer} parameter {name!r} is not finite: {value}")
 
 
-def _float_images(x: jax.Array, layer: str) -> jax.Array:
-    """Integer / boolean images cast to float32 (values unchanged, e.g. uint8 stays 0..255);
-    ``ValueError`` for other non-float dtypes."""
-    if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
-        return x.astype(jnp.float32)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{layer} expects real images, got dtype {x.dtype}")
-    return x
-
-
-def safe_norm(x: jax.Array) -> jax.Array:
-    """Frobenius norm with gradient 0 (not NaN) at ``x = 0``, like ``torch.norm``."""
-    sq = jnp.sum(jnp.square(x))
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
-
-
-def _sqrt_safe(sq: jax.Array) -> jax.Array:
-    """``sqrt(sq)`` with gradient 0 (not NaN) at ``sq = 0``."""
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
-
-
-def _kernel_norm(weight: jax.Array, bias: jax.Array | None) -> jax.Array:
-    norm = safe_norm(weight)
-    return norm if bias is None else norm + safe_norm(bias)
-
-
-def _joint_spec(kernel: KernelSpec | str, layer: str) -> KernelSpec:
-    """The spec of a layer that renders jointly only; ``ValueError`` for a separable one."""
-    spec = as_kernel_spec(kernel)
-    if spec.render != "joint":
-        raise ValueError(
-            f"{layer} renders its kernel jointly only, got kernel render {spec.render!r}; pass "
-            "kernel=spec.replace(render='joint')"
-        )
-    return spec
-
-
-class _ConvBase(nnx.Module):
-    #: class default of the per-example rendering (:data:`PER_EXAMPLE_RENDERS`); set the
-    #: attribute on a layer to change it (static: part of the graphdef).
-    per_example_render: str = "chunked"
-
-    def _record_norm(self, weight, bias):
-        # A variable created at construction and overwritten per call keeps the graph static
-        # (no retracing), unlike ``sow``.
-        self.kernel_norm[...] = _kernel_norm(weight, bias)
-
-    def _chunked(self, batch: int, *num_samples: int) -> bool:
-        """Whether to render per-example kernels chunk by chunk (``S = B > 1``)."""
-        if self.per_example_render not in PER_EXAMPLE_RENDERS:
-            raise ValueError(
-                f"unknown per_example_render {self.per_example_render!r}; expected one of "
-                f"{PER_EXAMPLE_RENDERS}"
-            )
-        return (
-            batch > 1
-            and max(num_samples) == batch
-            and self.per_example_render == "chunked"
-            and not getattr(self.kernel_net, "reduces_over_points", False)
-        )
-
-    def _conv_per_example(self, x, render, operands, padding, bias):
-        """:func:`conv2d_per_example` and the kernel norm of all ``B`` kernels."""
-        y, sq = conv2d_per_example(x, render, operands, padding, precision=self.precision)
-        norm = _sqrt_safe(sq)
-        self.kernel_norm[...] = norm if bias is None else norm + safe_norm(bias)
-        return y
-
-
-class _GroupConvBase(_ConvBase):
-    def _group_conv(self, x, g_out, g_in, mask_out, mask_in, sizes, padding, bias):
-        """Renders the kernel of ``(g_out, g_in)`` with the renderer of ``self.kernel.render``
-        (per example in chunks when ``S = B`` and the renderer chunks), convolves
-        ``x [B, H, W, N_in C_in]`` with it and records the kernel norm."""
-        k, c_in, c_out = sizes
-        y, sq = render_group_conv(
-            self.kernel.render,
-            self.kernel_net,
-            self.group,
-            x,
-            g_out,
-            g_in,
-            mask_out,
-            mask_in,
-            kernel_size=k,
-            in_features=c_in,
-            out_features=c_out,
-            padding=padding,
-            precision=self.precision,
-            chunked=self._chunked(x.shape[0], g_out.shape[0], g_in.shape[0]),
-        )
-        norm = _sqrt_safe(sq)
-        self.kernel_norm[...] = norm if bias is None else norm + safe_norm(bias)
-        return y
-
-
-class LiftingConv(_ConvBase):
+class LiftingConv(_SampledConvBase):
     """Lifting convolution ``[B, H, W, C_in] -> GroupFeatures [B, H', W', N, C_out]``.
 
     Always samples the whole group (REFERENCE 1.6, last paragraph): a regular grid, with one
-    fresh random offset per forward (per batch element with ``sample_per_batch_element``) when
-    ``sampling="random"``. Integer (e.g. ``uint8``) or boolean images are cast to float32
-    with their values unchanged (no rescaling to ``[0, 1]``); complex ones are refused.
+    fresh random offset per forward (per batch element with ``sampling.per_example``) for
+    random sampling. ``sampling`` is a :class:`~pgcnn_jax.nn.SamplingSpec` or a method name
+    (``"random"`` / ``"deterministic"``); the keyword ``sample_per_batch_element`` (and the
+    other :data:`~pgcnn_jax.nn.SAMPLING_KEYWORDS`) sets the spec's field. A spec with
+    ``partial=True`` raises ``ValueError``. Integer (e.g. ``uint8``) or boolean images are cast
+    to float32 with their values unchanged (no rescaling to ``[0, 1]``); complex ones are
+    refused.
 
     ``kernel`` is a :class:`~pgcnn_jax.kernels.KernelSpec` (or a kernel-net name); the lifting
     kernel is always rendered jointly (``psi(A(u)^{-1} p)``, one net on positions): a spec with
@@ -187,41 +67,35 @@ class LiftingConv(_ConvBase):
         group: Group | str,
         num_elements: int,
         kernel_size: int = 7,
-        sampling: str = "random",
-        sample_per_batch_element: bool = False,
+        sampling: SamplingSpec | str = SamplingSpec(),
+        kernel: KernelSpec | str = "siren",
         padding: str = "same",
         use_bias: bool = True,
-        kernel: KernelSpec | str = "siren",
         precision: str | None = None,
         rngs: nnx.Rngs,
+        **sampling_keywords,
     ):
-        self.kernel = _joint_spec(kernel, "LiftingConv")
-        self.group = _check_common(
-            group, num_elements, kernel_size, sampling, padding, in_features, out_features
-        )
-        if sample_per_batch_element and sampling != "random":
-            raise ValueError("sample_per_batch_element=True requires sampling='random'")
-        self.in_features, self.out_features = in_features, out_features
-        self.num_elements, self.kernel_size = num_elements, kernel_size
-        self.sampling, self.padding = sampling, padding
-        self.precision = check_precision(precision)
-        self.sample_per_batch_element = sample_per_batch_element
-        self.kernel_norm = KernelNorm(jnp.zeros(()))
+        self.kernel = joint_spec(kernel, "LiftingConv")
+        spec = as_sampling_spec(sampling, **sampling_keywords)
+        if spec.partial:
+            raise ValueError("LiftingConv samples the whole group: partial=True is not allowed")
+        self._setup(
+            in_features, out_features, group, num_elements, kernel_size, spec, padding,
+            use_bias, precision,
+        )  # fmt: skip
         self.kernel_net = self.kernel.make_net(2, out_features * in_features, rngs=rngs)
-        self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> GroupFeatures:
-        x = _float_images(jnp.asarray(x), "LiftingConv")
+        x = float_images(jnp.asarray(x), "LiftingConv")
         if x.ndim != 4 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"LiftingConv expects input [B, H, W, {self.in_features}], got shape {x.shape}"
             )
-        needs_key = self.group.needs_key(self.num_elements, self.sampling, False)
-        key = _sample_key(rngs, "LiftingConv") if needs_key else None
-        s = x.shape[0] if self.sample_per_batch_element else 1
-        elements, mask = self.group.sample(
-            key, self.num_elements, num_samples=s, sampling=self.sampling
-        )
+        method = self.sampling.method
+        needs_key = self.group.needs_key(self.num_elements, method, False)
+        key = sample_key(rngs, "LiftingConv") if needs_key else None
+        s = self._num_samples(x.shape[0])
+        elements, mask = self.group.sample(key, self.num_elements, num_samples=s, sampling=method)
         bias = None if self.bias is None else self.bias[...]
         args = (self.kernel_net, self.group)
         sizes = (self.kernel_size, self.in_features, self.out_features)
@@ -233,86 +107,30 @@ class LiftingConv(_ConvBase):
             y = self._conv_per_example(x, render, (elements,), self.padding, bias)
         else:
             weight = lifting_kernel(*args, elements, *sizes)
-            self._record_norm(weight, bias)
+            self._record_norm(jnp.sum(jnp.square(weight)), bias)
             y = conv2d(x, weight, self.padding, precision=self.precision)
-        y = y.reshape(*y.shape[:3], self.num_elements, self.out_features)
-        if bias is not None:
-            y = y + bias.reshape(1, 1, 1, 1, -1)
-        out = GroupFeatures(y, elements, mask)
-        if (name := getattr(self, "record_as", None)) is not None:  # analysis.record_features
-            self.sow(nnx.Intermediate, "features", {name: out})
-        return out
+        return self._output(y, elements, mask, bias, mask_values=False)
 
 
-class PartialGroupLayer(nnx.Module):
-    """Marker base of the layers that can learn a distribution over their group (partial
-    equivariance): :func:`partial_layers` finds them with ``nnx.iter_modules``.
-
-    A subclass has ``group``, ``num_elements``, ``sampling``, ``partial`` (whether this
-    instance learns its distribution) and :meth:`distribution` (its parameters by name).
-    """
-
-    #: distribution-parameter attributes of every group; ``None`` unless the layer's group
-    #: and sampling learn them (:meth:`pgcnn_jax.groups.Group.distribution`)
-    theta = keep = mirror = scale = None
-    distribution_names: tuple[str, ...] = ()
-
-    def distribution(self) -> dict[str, DistributionParam]:
-        """The layer's distribution parameters by name (empty for full layers)."""
-        return {name: getattr(self, name) for name in self.distribution_names}
-
-
-def layer_name(path) -> str:
-    """The name of the layer at an ``nnx`` graph path: attribute names joined by dots, with
-    ``blocks, i`` written ``block{i + 1}`` (``blocks/0/conv1`` -> ``block1.conv1``; the names
-    of ``metrics.jsonl`` and ``results.json``)."""
-    parts, i = [], 0
-    path = tuple(path)
-    while i < len(path):
-        if path[i] == "blocks" and i + 1 < len(path) and isinstance(path[i + 1], int):
-            parts.append(f"block{path[i + 1] + 1}")
-            i += 2
-        else:
-            parts.append(str(path[i]))
-            i += 1
-    return ".".join(parts)
-
-
-def partial_layers(model: nnx.Module) -> list[tuple[str, PartialGroupLayer]]:
-    """``(name, layer)`` of every :class:`PartialGroupLayer` of ``model`` that learns its
-    distribution, in graph order (CKResNet: ``block1.conv1, block1.conv2, ...,
-    final_conv``; names by :func:`layer_name`)."""
-    return [
-        (layer_name(path), module)
-        for path, module in nnx.iter_modules(model)
-        if isinstance(module, PartialGroupLayer) and module.partial
-    ]
-
-
-def _group_conv_spec(kernel: KernelSpec | str, separable: bool | None) -> KernelSpec:
-    """``kernel`` as a spec, ``separable=True`` switching it to ``render="separable"``;
-    ``ValueError`` when ``separable=False`` contradicts a separable spec."""
-    spec = as_kernel_spec(kernel)
-    if separable is None:
-        return spec
-    if not isinstance(separable, bool):
-        raise ValueError(f"separable must be a bool or None, got {separable!r}")
-    if separable:
-        return spec.replace(render="separable")
-    if spec.render != "joint":
-        raise ValueError(f"separable=False contradicts kernel render {spec.render!r}")
-    return spec
-
-
-class GroupConv(PartialGroupLayer, _GroupConvBase):
+class GroupConv(PartialGroupLayer, _SampledConvBase, _GroupConvBase):
     """Group convolution on sampled elements, full or partial (REFERENCE 3.2).
 
+    ``sampling`` is a :class:`~pgcnn_jax.nn.SamplingSpec` (method, ``partial``,
+    ``per_layer``, ``per_example``, the Gumbel schedule, ...) or a method name; the keywords
+    ``partial``, ``sample_per_layer``, ``sample_per_batch_element``, ``gumbel_horizon`` and
+    ``gumbel_temperatures`` (:data:`~pgcnn_jax.nn.SAMPLING_KEYWORDS`) set the spec's fields, so
+    ``GroupConv(..., sampling="random", partial=True)`` is
+    ``GroupConv(..., sampling=SamplingSpec("random", partial=True))``.
+
     Output elements are freshly sampled when the layer is partial or when
-    ``sample_per_layer`` with random sampling; otherwise the input elements are reused.
-    A partial layer samples from its learned distribution: ``theta`` (``sampling="random"``,
-    uniform on ``[-pi theta, pi theta)``), ``keep`` (``sampling="deterministic"``, one
-    straight-through Bernoulli per non-identity grid rotation) and, for groups with mirrors,
-    ``mirror`` (straight-through Bernoulli with probability ``sigmoid(2 mirror)``).
+    ``sampling.per_layer`` with random sampling; otherwise the input elements are reused.
+    A partial layer samples from the distribution its group defines
+    (:meth:`~pgcnn_jax.groups.Group.distribution`), whose parameters it holds as attributes
+    of their names (SE2 / E2: ``theta`` for random sampling, uniform on
+    ``[-pi theta, pi theta)``, or ``keep`` for deterministic sampling, one straight-through
+    Bernoulli per non-identity grid rotation; for groups with mirrors ``mirror``, a
+    straight-through Bernoulli with probability ``sigmoid(2 mirror)``; see
+    :meth:`~pgcnn_jax.nn.PartialGroupLayer.distribution`).
     Execution is masked (DESIGN 4): ``N`` slots, the first ``N'`` valid. With the static
     attribute ``active_elements = A`` (adaptive execution, set by
     :func:`pgcnn_jax.nn.set_active_elements`; ``None``, the default, is masked) the sampled
@@ -346,69 +164,48 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
         group: Group | str,
         num_elements: int,
         kernel_size: int = 7,
-        sampling: str = "random",
-        partial: bool = False,
-        sample_per_layer: bool = True,
-        sample_per_batch_element: bool = False,
-        padding: str = "same",
-        use_bias: bool = True,
+        sampling: SamplingSpec | str = SamplingSpec(),
         kernel: KernelSpec | str = "siren",
         separable: bool | None = None,
-        gumbel_horizon: int = 100_000,
-        gumbel_temperatures: tuple[float, float] = (0.5, 1e-4),
+        padding: str = "same",
+        use_bias: bool = True,
         precision: str | None = None,
         rngs: nnx.Rngs,
+        **sampling_keywords,
     ):
-        self.kernel = _group_conv_spec(kernel, separable)
-        self.group = _check_common(
-            group, num_elements, kernel_size, sampling, padding, in_features, out_features
-        )
-        if sample_per_batch_element and sampling != "random":
-            raise ValueError("sample_per_batch_element=True requires sampling='random'")
-        self.in_features, self.out_features = in_features, out_features
-        self.num_elements, self.kernel_size = num_elements, kernel_size
-        self.sampling, self.padding, self.partial = sampling, padding, partial
-        self.precision = check_precision(precision)
-        self.sample_per_layer = sample_per_layer
-        self.sample_per_batch_element = sample_per_batch_element
-        if isinstance(gumbel_horizon, bool) or not isinstance(gumbel_horizon, numbers.Integral):
-            raise ValueError(f"gumbel_horizon must be an int, got {gumbel_horizon!r}")
-        if gumbel_horizon < 1:
-            raise ValueError(f"gumbel_horizon must be >= 1, got {gumbel_horizon}")
-        self.gumbel_temperatures = tuple(gumbel_temperatures)
+        self.kernel = group_conv_spec(kernel, separable)
+        spec = as_sampling_spec(sampling, **sampling_keywords)
+        self._setup(
+            in_features, out_features, group, num_elements, kernel_size, spec, padding,
+            use_bias, precision,
+        )  # fmt: skip
         # Train / eval flag (``model.train()`` / ``model.eval()``); sampling is the same in both
         # modes (REFERENCE 1.8) and the Gumbel step only moves with optimiser steps.
         self.deterministic = False
         # Adaptive execution (DESIGN 4): a static slot count, part of the graphdef.
         self.active_elements: int | None = None
-        specs = ()
-        if partial:
-            self.group.check_partial(num_elements, sampling)
-            specs = self.group.distribution(num_elements, sampling)
-        #: names of the layer's distribution parameters (the group's
-        #: :meth:`~pgcnn_jax.groups.Group.distribution`), static
-        self.distribution_names = tuple(spec.name for spec in specs)
-        for spec in specs:
-            setattr(self, spec.name, nnx.data(DistributionParam(spec.initial_value())))
+        distribution = Distribution()
+        if spec.partial:
+            self.group.check_partial(num_elements, spec.method)
+            distribution = self.group.distribution(num_elements, spec.method)
+        set_distribution(self, distribution)
         step = horizon = None
-        if any(spec.relaxed for spec in specs):
+        if distribution.relaxed:
             step = GumbelStep(jnp.zeros((), jnp.int32))
-            horizon = GumbelHorizon(jnp.asarray(gumbel_horizon, jnp.int32))
+            horizon = GumbelHorizon(jnp.asarray(spec.gumbel_horizon, jnp.int32))
         self.gumbel_step, self.gumbel_horizon = nnx.data(step), nnx.data(horizon)
-        self.kernel_norm = KernelNorm(jnp.zeros(()))
         self.kernel_net = self.kernel.make_group_net(
             self.group.dim, in_features, out_features, rngs=rngs
         )
-        self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
 
     @property
     def resamples(self) -> bool:
         """Whether this layer draws its own output elements."""
-        return self.partial or (self.sample_per_layer and self.sampling == "random")
+        return self.sampling.moves
 
     def temperature(self) -> jax.Array:
         """Current relaxed-Bernoulli temperature of this layer."""
-        init, end = self.gumbel_temperatures
+        init, end = self.sampling.gumbel_temperatures
         if self.gumbel_step is None:  # no relaxed Bernoulli in this layer
             return jnp.asarray(init, jnp.float32)
         return gumbel_temperature(self.gumbel_step[...], self.gumbel_horizon[...], init, end)
@@ -416,16 +213,16 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
     def sample(self, key: jax.Array | None, num_samples: int = 1):
         """Draws this layer's output elements: ``(elements [S, N, d], mask [S, N])``.
 
-        Outside ``jit``, a NaN / inf ``theta``, ``mirror`` or ``keep`` raises ``ValueError``.
+        Outside ``jit``, a NaN / inf distribution parameter raises ``ValueError``.
         """
-        params = {name: param[...] for name, param in self.distribution().items()}
+        params = distribution_values(self)
         for name, value in params.items():
             _check_finite_param("GroupConv", name, value)
         return self.group.sample(
             key,
             self.num_elements,
             num_samples=num_samples,
-            sampling=self.sampling,
+            sampling=self.sampling.method,
             partial=self.partial,
             params=params,
             temperature=self.temperature(),
@@ -450,7 +247,7 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
         # Under jit a stale size cannot raise: poison the outputs rather than drop slots.
         return elements, jnp.where(overflow, jnp.nan, mask)
 
-    def __call__(self, h: GroupFeatures, *, rngs: nnx.Rngs | None = None) -> GroupFeatures:
+    def _check_input(self, h: GroupFeatures) -> None:
         if not isinstance(h, GroupFeatures):
             raise ValueError(f"GroupConv expects GroupFeatures, got {type(h).__name__}")
         v = h.values
@@ -463,11 +260,15 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
                 f"elements of shape {h.elements.shape} do not match values {v.shape} for group "
                 f"{self.group.name!r} (d = {self.group.dim})"
             )
+
+    def __call__(self, h: GroupFeatures, *, rngs: nnx.Rngs | None = None) -> GroupFeatures:
+        self._check_input(h)
+        v = h.values
         if self.resamples:
-            needs_key = self.group.needs_key(self.num_elements, self.sampling, self.partial)
-            key = _sample_key(rngs, "GroupConv") if needs_key else None
-            s = v.shape[0] if self.sample_per_batch_element else 1
-            g_out, mask_out = self._active_slots(*self.sample(key, s))
+            method = self.sampling.method
+            needs_key = self.group.needs_key(self.num_elements, method, self.partial)
+            key = sample_key(rngs, "GroupConv") if needs_key else None
+            g_out, mask_out = self._active_slots(*self.sample(key, self._num_samples(v.shape[0])))
         else:
             if h.elements.shape[1] != self.num_elements:
                 raise ValueError(
@@ -479,13 +280,7 @@ class GroupConv(PartialGroupLayer, _GroupConvBase):
         x = v.reshape(*v.shape[:3], -1)
         sizes = (self.kernel_size, self.in_features, self.out_features)
         y = self._group_conv(x, g_out, h.elements, mask_out, h.mask, sizes, self.padding, bias)
-        y = y.reshape(*y.shape[:3], g_out.shape[1], self.out_features)
-        if bias is not None:
-            y = y + bias.reshape(1, 1, 1, 1, -1)
-        out = GroupFeatures(y * broadcast_mask(mask_out), g_out, mask_out)
-        if (name := getattr(self, "record_as", None)) is not None:  # analysis.record_features
-            self.sow(nnx.Intermediate, "features", {name: out})
-        return out
+        return self._output(y, g_out, mask_out, bias, mask_values=True)
 
 
 class PointwiseGroupConv(_GroupConvBase):
@@ -505,7 +300,7 @@ class PointwiseGroupConv(_GroupConvBase):
         precision: str | None = None,
         rngs: nnx.Rngs,
     ):
-        self.kernel = _joint_spec(kernel, "PointwiseGroupConv")
+        self.kernel = joint_spec(kernel, "PointwiseGroupConv")
         self.group = get_group(group)
         self.in_features, self.out_features = in_features, out_features
         self.precision = check_precision(precision)

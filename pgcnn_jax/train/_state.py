@@ -12,7 +12,7 @@ from flax import nnx
 
 from pgcnn_jax.data import get_spec
 from pgcnn_jax.models import AugmentationParam, build_model, partial_layers
-from pgcnn_jax.nn import DistributionParam, GumbelHorizon, layer_name
+from pgcnn_jax.nn import DistributionParam, GumbelHorizon, distribution_values, layer_name
 from pgcnn_jax.train._config import TrainConfig
 from pgcnn_jax.train._schedule import schedule_for
 
@@ -176,31 +176,29 @@ def set_pure_state(node: Any, pure: Any) -> None:
 # ---------------------------------------------------------------------------- logging
 
 
-def _float(x: Any) -> float:
-    return float(np.asarray(x))
+#: The per-layer columns of ``metrics.jsonl`` / ``results.json`` that predate ``axes``, each
+#: the learned width of one axis of the group (``None`` for a layer whose group lacks the
+#: axis or does not learn its width): column name -> axis name.
+AXIS_COLUMNS = {"theta": "rotation", "mirror_prob": "mirror"}
 
 
 def layer_summary(model: nnx.Module) -> dict[str, list]:
-    """Per partial layer (module order): ``theta`` (``None`` where the layer has none),
-    mirror probability ``sigmoid(2 p)`` (``None`` without a mirror), element count ``N'``
-    (:meth:`pgcnn_jax.groups.Group.summarize`, the one N' rule, shared with the subset
-    analysis) and ``axes``, every axis of the group with its kept count and learned width."""
-    theta, mirror, elements, names, axes = [], [], [], [], []
+    """Per partial layer (module order): its element count ``N'`` and ``axes``, every axis of
+    the group with its kept count and learned width (:meth:`pgcnn_jax.groups.Group.summarize`,
+    the one N' rule, shared with the subset analysis), plus the :data:`AXIS_COLUMNS` read
+    from the axes (``theta``: the rotation width, ``mirror_prob``: the mirror probability)."""
+    names, elements, axes = [], [], []
     for name, layer in partial_layers(model):
-        params = {k: np.asarray(jax.device_get(p[...])) for k, p in layer.distribution().items()}
+        params = {k: np.asarray(v) for k, v in jax.device_get(distribution_values(layer)).items()}
         summary = layer.group.summarize(layer.num_elements, params)
         names.append(name)
-        theta.append(_float(params["theta"]) if "theta" in params else None)
-        mirror.append(summary.mirror_prob if "mirror" in params else None)
         elements.append(summary.num_elements)
         axes.append({k: dict(v) for k, v in summary.axes.items()})
-    return {
-        "layers": names,
-        "theta": theta,
-        "mirror_prob": mirror,
-        "elements": elements,
-        "axes": axes,
+    columns = {
+        column: [a.get(axis, {}).get("width") for a in axes]
+        for column, axis in AXIS_COLUMNS.items()
     }
+    return {"layers": names, **columns, "elements": elements, "axes": axes}
 
 
 def augmentation_values(model: nnx.Module) -> list[float]:
