@@ -3,6 +3,8 @@ SIGKILL, and one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -279,9 +281,12 @@ def test_cli_end_to_end_and_resume(cli, data, tmp_path, capsys):
 KILL_ARGS = (*TINY_FLAGS, "--epochs=3", "--checkpoint_every_steps=1", "--task=180")
 
 
+def _args(workdir, data):
+    return (*KILL_ARGS, f"--data={data['mnist6']}", f"--workdir={workdir}")
+
+
 def _start(workdir, data, env):
-    cmd = [sys.executable, "-m", "experiments.mnist6", *KILL_ARGS]
-    cmd += [f"--data={data['mnist6']}", f"--workdir={workdir}"]
+    cmd = [sys.executable, "-m", "experiments.mnist6", *_args(workdir, data)]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -289,16 +294,19 @@ def _start(workdir, data, env):
 
 @pytest.fixture(scope="module")
 def reference_run(data, tmp_path_factory):
-    """An uninterrupted subprocess run (also fills the compilation cache for the others)."""
+    """An uninterrupted run, in this process (``main`` as ``python -m`` runs it): the killed
+    run below is the real process; its reference and its resumption need not be."""
     root = tmp_path_factory.mktemp("kill")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert run_in_process(mnist6, *_args(root / "reference", data)) == 0
     env = subprocess_env(root / "jax_cache")
-    proc = _start(root / "reference", data, env)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    return {"workdir": root / "reference", "root": root, "env": env, "stdout": out}
+    return {"workdir": root / "reference", "root": root, "env": env, "stdout": stdout.getvalue()}
 
 
-def test_killed_run_resumes_to_identical_results(reference_run, data):
+def test_killed_run_resumes_to_identical_results(reference_run, data, capsys):
+    """A real ``python -m`` process killed with SIGKILL inside epoch 1, resumed (in this
+    process) to the reference's numbers."""
     ref = reference_run["workdir"]
     workdir = reference_run["root"] / "killed"
     proc = _start(workdir, data, reference_run["env"])
@@ -319,9 +327,7 @@ def test_killed_run_resumes_to_identical_results(reference_run, data):
     assert proc.returncode == -signal.SIGKILL
     assert not os.path.exists(workdir / "results.json"), "killed too late to test anything"
 
-    resumed = _start(workdir, data, reference_run["env"])
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    assert run_in_process(mnist6, *_args(workdir, data)) == 0, capsys.readouterr().err
     a, b = read_json(ref / "results.json"), read_json(workdir / "results.json")
     assert b["session_start_step"] > 0  # resumed, not restarted
     for key in ("test_accuracy", "test_loss", "best_val_accuracy", "best_epoch", "steps", "theta"):

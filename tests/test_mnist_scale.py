@@ -282,17 +282,16 @@ TINY = (
     "preset, extra, group, num_partial",
     [("mnist_scale-t2", [], "t2", 0), ("mnist_scale-sim2-partial", ["--elems=4"], "sim2", 3)],
 )
-def test_cli_end_to_end(preset, extra, group, num_partial, tmp_path):
-    """One step of a tiny model in a subprocess, on a 62-digit plain-MNIST npz."""
+def test_cli_end_to_end(preset, extra, group, num_partial, tmp_path, capsys):
+    """One step of a tiny model, ``main`` run in this process as ``python -m`` would, on a
+    62-digit plain-MNIST npz."""
     data = _mnist_npz(tmp_path / "mnist.npz", n_train=50, n_test=12)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env["JAX_PLATFORMS"] = "cpu"
-    cmd = [sys.executable, "-m", "experiments.mnist_scale", f"--preset={preset}", *TINY]
-    cmd += [*extra, f"--data={data}", f"--workdir={tmp_path / 'run'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "10 / 2 / 50 train / validation / test" in proc.stderr.splitlines()[0]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    args = [f"--preset={preset}", *TINY, *extra, f"--data={data}", f"--workdir={tmp_path / 'run'}"]
+    code = _run_in_process(*args)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "10 / 2 / 50 train / validation / test" in err.splitlines()[0]
+    summary = json.loads(out.strip().splitlines()[-1])
     with open(tmp_path / "run" / "results.json") as f:
         results = json.load(f)
     assert summary["test_accuracy"] == results["test_accuracy"]
