@@ -48,13 +48,14 @@ def _want(cell: Cell, seed: int, epochs: int | None, max_steps: int | None) -> d
     }
 
 
-def _read(workdir: str) -> RunResults:
-    """The run's results; ``ValueError`` / ``OSError`` / ``TypeError`` when unusable."""
+def _read(workdir: str) -> tuple[RunResults, dict[str, Any]]:
+    """The run's results and its config in today's form (older ``config.json`` forms are
+    upgraded); ``ValueError`` / ``OSError`` / ``TypeError`` / ``KeyError`` when unusable."""
     results = RunDir(workdir).read_results()
     if not isinstance(results.config, dict):
         raise TypeError(f"config is {results.config!r:.40}")
     float(results.test.test_accuracy)
-    return results
+    return results, upgrade_config_dict(results.config)
 
 
 def run_status(
@@ -67,12 +68,8 @@ def run_status(
         resumes = os.path.isdir(workdir) and bool(os.listdir(workdir))
         return RunStatus(TODO, "resumes from its directory" if resumes else "")
     try:
-        results = _read(workdir)
-    except (OSError, ValueError, TypeError) as err:
-        return RunStatus(TODO, f"unreadable {RESULTS_FILE} ({type(err).__name__})")
-    try:
-        config = upgrade_config_dict(results.config)  # older config.json forms too
-    except (ValueError, KeyError, TypeError) as err:
+        results, config = _read(workdir)
+    except (OSError, ValueError, TypeError, KeyError) as err:
         return RunStatus(TODO, f"unreadable {RESULTS_FILE} ({type(err).__name__})")
     model = config["model"]
     want = _want(cell, seed, epochs, max_steps)
