@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
-from pgcnn_jax.data import get_dataset, get_spec
+from pgcnn_jax.data import DataSource, get_dataset, get_spec
 from pgcnn_jax.models import ModelConfig, upgrade_model_dict
 from pgcnn_jax.train._specs import check_samples
 
@@ -117,10 +117,7 @@ class TrainConfig:
         get_spec(self.dataset)  # an unknown dataset raises here
         if not isinstance(self.model, ModelConfig):
             raise ValueError(f"model must be a ModelConfig, got {type(self.model).__name__}")
-        if self.data is not None and not (
-            isinstance(self.data, str) and (self.data == "tfds" or self.data.startswith("npz:"))
-        ):
-            raise ValueError(f"data must be None, 'tfds' or 'npz:PATH', got {self.data!r}")
+        DataSource.parse(self.data)  # a malformed source raises here
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
