@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import numpy as np
 from absl import flags
 from flax.nnx import Rngs
 
+import pgcnn_jax as pg
 from pgcnn_jax.models import ModelConfig
 from pgcnn_jax.train import TrainConfig
 
@@ -144,3 +146,17 @@ def read_metrics(workdir):
     """The records of ``workdir/metrics.jsonl``."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def lift_relu_conv(group, num_elements: int):
+    """A lifting conv, ReLU, a group conv (5x5, deterministic grid, fixed weights): the
+    two-layer net the exact-equivariance tests of a group run."""
+    lift = pg.nn.LiftingConv(
+        2, 3, group=group, num_elements=num_elements, kernel_size=5, sampling="deterministic",
+        rngs=Rngs(0),
+    )  # fmt: skip
+    conv = pg.nn.GroupConv(
+        3, 2, group=group, num_elements=num_elements, kernel_size=5, sampling="deterministic",
+        rngs=Rngs(1),
+    )  # fmt: skip
+    return lambda x: conv(lift(x).replace_values(jax.nn.relu(lift(x).values)))

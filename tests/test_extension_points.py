@@ -10,9 +10,8 @@ import pathlib
 
 import jax
 import pytest
-from flax import nnx
+from _helpers import lift_relu_conv
 
-import pgcnn_jax as pg
 from experiments import _preset, configs
 from pgcnn_jax.groups import SE2, ImpliedSettings, _base, get_group, register_group
 from pgcnn_jax.testing import assert_equivariant, equivariance_error
@@ -43,23 +42,11 @@ def half_turn(monkeypatch):
     return get_group("half_turn")
 
 
-def _net(group):
-    lift = pg.nn.LiftingConv(
-        2, 3, group=group, num_elements=2, kernel_size=5, sampling="deterministic",
-        rngs=nnx.Rngs(0),
-    )  # fmt: skip
-    conv = pg.nn.GroupConv(
-        3, 2, group=group, num_elements=2, kernel_size=5, sampling="deterministic",
-        rngs=nnx.Rngs(1),
-    )  # fmt: skip
-    return lambda x: conv(lift(x).replace_values(jax.nn.relu(lift(x).values)))
-
-
 def test_a_toy_group_is_one_class_and_one_registration(half_turn, key):
     assert isinstance(half_turn, HalfTurn) and "half_turn" in _base.registered_names()
     with pytest.raises(ValueError, match="exactly two elements"):
         half_turn.check_num_elements(4)
-    net = _net(half_turn)
+    net = lift_relu_conv(half_turn, 2)
     x = jax.random.normal(key, (1, 11, 11, 2))
     (report,) = assert_equivariant(net, x, half_turn)  # the half-turn, exactly
     assert report.max_error <= 1e-5 * max(1.0, report.scale)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from _helpers import lift_relu_conv
 
 import pgcnn_jax as pg
 from pgcnn_jax import groups
@@ -140,25 +140,13 @@ def test_bad_num_elements_and_unknown_settings(name):
         groups.get_group(name, no_such_setting=1)
 
 
-def _net(group, n):
-    lift = pg.nn.LiftingConv(
-        2, 3, group=group, num_elements=n, kernel_size=5, sampling="deterministic",
-        rngs=nnx.Rngs(0),
-    )  # fmt: skip
-    conv = pg.nn.GroupConv(
-        3, 2, group=group, num_elements=n, kernel_size=5, sampling="deterministic",
-        rngs=nnx.Rngs(1),
-    )  # fmt: skip
-    return lambda x: conv(lift(x).replace_values(jax.nn.relu(lift(x).values)))
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_exact_equivariance(name, key):
     g = groups.get_group(name)
     exact = g.exact_elements()
     if not exact:
         pytest.skip(f"{name} has no non-identity element acting exactly on the pixel grid")
-    net = _net(g, _n(g))
+    net = lift_relu_conv(g, _n(g))
     x = jax.random.normal(key, (1, 11, 11, 2))
     reports = assert_equivariant(net, x, g, atol=1e-5, rtol=1e-5)
     assert len(reports) == len(exact)
